@@ -1,0 +1,131 @@
+"""The command line: ``python -m milan_core COMMAND``.
+
+Each command is a small function from parsed arguments to an exit code. Mistakes a person can fix
+arrive as ``UserError`` and leave as one line on stderr with exit code 2; Ctrl-C leaves the catalog
+untouched and exits 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from pathlib import Path
+from typing import Callable, Sequence
+
+from milan_core.config import DEFAULT_LAYERS, DEFAULT_MODEL, DissectConfig
+from milan_core.errors import UserError
+
+DEFAULT_CATALOG = Path("data/catalog.duckdb")
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def _human_bytes(size: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.1f} {unit}" if unit != "B" else f"{int(size)} B"
+        size /= 1024
+    return f"{size:.1f} GB"
+
+
+def cmd_dissect(args: argparse.Namespace) -> int:
+    from milan_core.dissect import dissect
+
+    config = DissectConfig(
+        model=args.model, weights=args.weights, images=args.images,
+        layers=tuple(name.strip() for name in args.layers.split(",") if name.strip()),
+        k=args.k, quantile=args.quantile, batch_size=args.batch_size, workers=args.workers,
+        seed=args.seed, max_images=args.max_images, run_id=args.run_id,
+    )
+    summary = dissect(config, args.out)
+    print(f"run {summary.run_id}: read {summary.n_images} images in {summary.seconds:.1f} s, "
+          f"skipped {len(summary.skipped)}")
+    if summary.skipped:
+        shown = ", ".join(summary.skipped[:5]) + (" ..." if len(summary.skipped) > 5 else "")
+        print(f"warning: skipped {len(summary.skipped)} unreadable file(s): {shown}", file=sys.stderr)
+    print(f"wrote {summary.n_units} units to {args.out} ({_human_bytes(summary.catalog_bytes)})")
+    if args.describe:
+        from milan_core.describe.command import describe_run
+
+        describe_run(args.out, summary.run_id, args.describer)
+    return 0
+
+
+def cmd_layers(args: argparse.Namespace) -> int:
+    import torch
+
+    from milan_core.hooks import list_layers
+    from milan_core.models import load_model
+
+    loaded = load_model(args.model, Path(args.weights) if args.weights else None)
+    size = loaded.preprocessing.input_size
+    print(f"{'layer':40s} {'kind':7s} output shape (input {size}x{size})")
+    for info in list_layers(loaded.module, torch.zeros(1, 3, size, size)):
+        print(f"{info.name:40s} {info.kind:7s} {tuple(info.shape)}")
+    return 0
+
+
+def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=DEFAULT_MODEL,
+                        help="efficientnet-lite0/1/2, a torchvision or timm name, or package.module:callable")
+    parser.add_argument("--weights", default=None, help="a state-dict file for a torchvision/timm architecture")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m milan_core", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    dissect = sub.add_parser("dissect", help="find every unit's top images, threshold and masks")
+    _add_model_arguments(dissect)
+    dissect.add_argument("--images", default=None, help="folder of probe images (default: the embedded sample)")
+    dissect.add_argument("--layers", default=",".join(DEFAULT_LAYERS), help="comma-separated layer names")
+    dissect.add_argument("--out", type=Path, default=DEFAULT_CATALOG, help="catalog file (DuckDB)")
+    dissect.add_argument("--k", type=int, default=15, help="exemplars kept per unit")
+    dissect.add_argument("--quantile", type=float, default=0.99, help="threshold quantile (0.995: Network Dissection)")
+    dissect.add_argument("--batch-size", type=int, default=32)
+    dissect.add_argument("--workers", type=int, default=1, help="image-decoding processes")
+    dissect.add_argument("--seed", type=int, default=0)
+    dissect.add_argument("--max-images", type=int, default=None, help="use only the first N images")
+    dissect.add_argument("--run-id", default=None, help="name of the run (default: model and parameter hash)")
+    dissect.add_argument("--describe", action="store_true", help="also describe every unit")
+    dissect.add_argument("--describer", default=None, help="describer for --describe")
+    dissect.set_defaults(func=cmd_dissect)
+
+    layers = sub.add_parser("layers", help="list a model's hookable layers and their output shapes")
+    _add_model_arguments(layers)
+    layers.set_defaults(func=cmd_layers)
+
+    for register in _extra_commands():
+        register(sub)
+    return parser
+
+
+def _extra_commands() -> list[Callable[[argparse._SubParsersAction], None]]:
+    """Commands of the later stages (describe, evaluate, audit, ablate, edit), when present."""
+    import importlib
+
+    registers = []
+    for module_name in ("milan_core.describe.command", "milan_core.applications.command"):
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as error:
+            if error.name != module_name and not module_name.startswith(str(error.name)):
+                raise
+            continue
+        registers.append(module.register)
+    return registers
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    warnings.filterwarnings("ignore", category=UserWarning, module="torch")
+    try:
+        return int(args.func(args))
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: the catalog was not changed; run the command again to start over", file=sys.stderr)
+        return 130

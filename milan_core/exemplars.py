@@ -1,0 +1,49 @@
+"""Stage 4: exemplars and their masks — compact activation maps and the regions they highlight.
+
+An exemplar's activation map is stored at feature-map size, quantised to uint8 between its own
+minimum and maximum: 1 byte a cell, instead of 2 for float16, which keeps a catalog of EfficientNet
+layers well under 5 KB a unit while the mask (the map upsampled to the image, above the unit's
+threshold) moves by at most 1/255 of the map's range.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class QuantisedMaps:
+    """k maps as uint8 codes with each map's (min, max) to decode them."""
+
+    codes: torch.Tensor  # (..., H*W) uint8
+    low: torch.Tensor  # (...,) float32
+    high: torch.Tensor  # (...,) float32
+
+
+def quantise(maps: torch.Tensor) -> QuantisedMaps:
+    """Quantise (..., H*W) float maps to uint8, each between its own min and max."""
+    low, high = maps.amin(dim=-1), maps.amax(dim=-1)
+    span = (high - low).clamp_min(1e-12)[..., None]
+    codes = torch.round((maps - low[..., None]) / span * 255).clamp(0, 255).to(torch.uint8)
+    return QuantisedMaps(codes, low.float(), high.float())
+
+
+def dequantise(codes: bytes | np.ndarray, low: float, high: float, height: int, width: int) -> np.ndarray:
+    """One stored map back to (H, W) float32 activations."""
+    array = np.frombuffer(codes, dtype=np.uint8) if isinstance(codes, (bytes, bytearray, memoryview)) else codes
+    return (low + array.astype(np.float32) / 255.0 * (high - low)).reshape(height, width)
+
+
+def upsample(amap: np.ndarray | torch.Tensor, size: int) -> torch.Tensor:
+    """An (H, W) map bilinearly resized to (size, size), as Network Dissection does."""
+    tensor = torch.as_tensor(np.asarray(amap, dtype=np.float32))[None, None]
+    return F.interpolate(tensor, size=(size, size), mode="bilinear", align_corners=False)[0, 0]
+
+
+def mask(amap: np.ndarray | torch.Tensor, threshold: float, size: int) -> np.ndarray:
+    """The exemplar's region at ``size`` x ``size``: where the upsampled map exceeds the threshold."""
+    return (upsample(amap, size) > threshold).numpy()

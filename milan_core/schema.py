@@ -1,0 +1,136 @@
+"""The catalog's schema: the one place where its tables are defined.
+
+Every table the project writes is created here, and ``SCHEMA_VERSION`` says which shape a catalog
+file has. A reader that finds a newer version than it knows refuses the file with a sentence
+instead of misreading it; an older file is migrated forward by ``MIGRATIONS``.
+
+Unit ids are global integers (``units.unit_id``) so that exemplars, descriptions and results of
+the applications can point at a unit with one column; the human-readable id used in links, exports
+and logs is ``layer:unit`` within a run.
+"""
+
+from __future__ import annotations
+
+SCHEMA_VERSION = 1
+
+#: Ordered DDL statements for version 1. Every statement is idempotent so that opening a catalog
+#: for writing can always run them.
+DDL: tuple[str, ...] = (
+    """
+    CREATE TABLE IF NOT EXISTS meta (
+        key   VARCHAR PRIMARY KEY,
+        value VARCHAR NOT NULL
+    )
+    """,
+    # One row per dissection: the model, its layers, the probe set and every parameter that made
+    # the results, so that any number in the catalog can be traced back to its cause.
+    """
+    CREATE TABLE IF NOT EXISTS runs (
+        run_id        VARCHAR PRIMARY KEY,
+        model         VARCHAR NOT NULL,
+        layers        VARCHAR[] NOT NULL,
+        probe_root    VARCHAR NOT NULL,
+        config        JSON NOT NULL,
+        code_version  VARCHAR NOT NULL,
+        created_at    TIMESTAMP NOT NULL,
+        n_images      INTEGER NOT NULL,
+        n_skipped     INTEGER NOT NULL,
+        seconds       DOUBLE NOT NULL,
+        timings       JSON NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS layers (
+        run_id       VARCHAR NOT NULL,
+        layer        VARCHAR NOT NULL,
+        layer_index  INTEGER NOT NULL,
+        kind         VARCHAR NOT NULL,      -- 'conv' (N,C,H,W), 'tokens' (N,T,C) or 'flat' (N,C)
+        n_units      INTEGER NOT NULL,
+        map_height   INTEGER NOT NULL,
+        map_width    INTEGER NOT NULL,
+        PRIMARY KEY (run_id, layer)
+    )
+    """,
+    # Per-unit activation statistics over every spatial position of every probe image.
+    # hist_* is a coarse histogram (counts over equal bins from hist_lo to hist_hi) for plots.
+    """
+    CREATE TABLE IF NOT EXISTS units (
+        unit_id    BIGINT PRIMARY KEY,
+        run_id     VARCHAR NOT NULL,
+        layer      VARCHAR NOT NULL,
+        unit       INTEGER NOT NULL,
+        threshold  REAL NOT NULL,
+        quantile   REAL NOT NULL,
+        act_mean   REAL NOT NULL,
+        act_std    REAL NOT NULL,
+        act_min    REAL NOT NULL,
+        act_max    REAL NOT NULL,
+        hist_lo    REAL NOT NULL,
+        hist_hi    REAL NOT NULL,
+        hist       INTEGER[] NOT NULL,
+        UNIQUE (run_id, layer, unit)
+    )
+    """,
+    # Images that appear as an exemplar of some unit, stored once per content hash however many
+    # units or runs use them. The thumbnail is the model's own view (after resize and crop), so
+    # activation maps line up with it.
+    """
+    CREATE TABLE IF NOT EXISTS images (
+        image_id   BIGINT PRIMARY KEY,
+        sha256     VARCHAR NOT NULL UNIQUE,
+        path       VARCHAR NOT NULL,
+        width      INTEGER NOT NULL,
+        height     INTEGER NOT NULL,
+        label      VARCHAR,
+        thumbnail  BLOB NOT NULL
+    )
+    """,
+    # The k top-activating images of a unit. amap holds the unit's activation map at feature-map
+    # size, quantised to uint8 between amap_min and amap_max (row-major, map_height x map_width of
+    # the unit's layer); the mask is the upsampled map above the unit's threshold.
+    """
+    CREATE TABLE IF NOT EXISTS exemplars (
+        unit_id     BIGINT NOT NULL,
+        rank        SMALLINT NOT NULL,
+        image_id    BIGINT NOT NULL,
+        activation  REAL NOT NULL,
+        amap_min    REAL NOT NULL,
+        amap_max    REAL NOT NULL,
+        amap        BLOB NOT NULL,
+        PRIMARY KEY (unit_id, rank)
+    )
+    """,
+    # One chosen description per unit and describer (filled by `describe`).
+    """
+    CREATE TABLE IF NOT EXISTS descriptions (
+        unit_id          BIGINT NOT NULL,
+        describer        VARCHAR NOT NULL,
+        description      VARCHAR NOT NULL,
+        score            DOUBLE NOT NULL,
+        log_p_given_e    DOUBLE NOT NULL,
+        log_p            DOUBLE NOT NULL,
+        confidence       DOUBLE NOT NULL,
+        evidence_type    VARCHAR NOT NULL,
+        evidence         JSON NOT NULL,
+        embedding        FLOAT[],
+        PRIMARY KEY (unit_id, describer)
+    )
+    """,
+    # Every candidate the selection rule weighed, so a user can see why a description won.
+    """
+    CREATE TABLE IF NOT EXISTS candidates (
+        unit_id          BIGINT NOT NULL,
+        describer        VARCHAR NOT NULL,
+        rank             SMALLINT NOT NULL,
+        text             VARCHAR NOT NULL,
+        log_p_given_e    DOUBLE NOT NULL,
+        log_p            DOUBLE NOT NULL,
+        score            DOUBLE NOT NULL,
+        embedding        FLOAT[],
+        PRIMARY KEY (unit_id, describer, rank)
+    )
+    """,
+)
+
+#: Statements that bring a catalog of version ``v`` to ``v + 1``, keyed by ``v``.
+MIGRATIONS: dict[int, tuple[str, ...]] = {}
