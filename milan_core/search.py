@@ -1,0 +1,277 @@
+"""Search the catalog's units by what their descriptions say: keywords and meaning, in one ranking.
+
+A query like "face" should find "human faces" (the word), "face close-ups" among a unit's
+candidates (the word, in a description that lost), and "portraits of people" (the meaning). So a
+unit's rank mixes three signals, each computed inside DuckDB with parameterised SQL:
+
+* keyword hits in the chosen description: each query word must start a word of the text
+  (``face`` matches "faces", not "surface"), matched with a case-insensitive RE2 pattern;
+* keyword hits in the unit's other candidates (``candidates.text``, the winner excluded);
+* cosine similarity between the query's MiniLM vector (``milan_core.embedding.embed``) and the
+  stored description vector (the vectors are unit length, so ``list_dot_product`` is the cosine).
+
+Why not DuckDB's full-text-search extension: ``duckdb-ext-fts`` does load offline with the pinned
+DuckDB, but its index is a set of tables that must be created in the searched database, and the app
+and the audit command open the catalog read-only. Building the index in memory on every start would
+cost seconds on a large catalog, while the prefix patterns here scan 100,000 descriptions in
+milliseconds (see ``bench/bench_app.py``).
+
+``search_units`` returns one page of the ranking (``limit``/``offset``) with a ``total`` column, so
+no caller ever loads every unit; ``count_matches`` counts matches per run and layer.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, fields
+from functools import lru_cache
+from typing import Any, Sequence
+
+import pandas as pd
+
+from milan_core.catalog import Catalog
+from milan_core.errors import UserError
+
+#: Semantic matches need at least this cosine similarity. MiniLM puts unrelated short phrases at
+#: 0.1-0.35 from a one-word query ("face" vs "green grass" 0.19, vs "dogs" 0.33) and related ones
+#: above 0.4 ("face" vs "spotted dog faces" 0.52, "faces" vs "portraits of people" 0.42).
+DEFAULT_MIN_SIMILARITY = 0.4
+
+#: How much a keyword hit adds to the ranking score (similarity is 0..1): a description that says
+#: the word outranks one that only means something close; a losing candidate that says it adds less.
+DESCRIPTION_HIT_WEIGHT = 0.5
+CANDIDATE_HIT_WEIGHT = 0.2
+
+#: Words too common to count as keyword hits on their own.
+STOP_WORDS = frozenset(
+    "a an and are as at be by for from in is it of on or the to with without".split()
+)
+
+#: Longest query kept (MiniLM reads 256 word pieces at most) and most words matched as keywords.
+MAX_QUERY_CHARS = 1000
+MAX_TERMS = 8
+MAX_TERM_CHARS = 40
+
+#: Best segmentation IoU of a description, from its evidence JSON (``best_iou``, else ``iou``).
+BEST_IOU_SQL = (
+    "coalesce(TRY_CAST(json_extract_string(d.evidence, '$.best_iou') AS DOUBLE), "
+    "TRY_CAST(json_extract_string(d.evidence, '$.iou') AS DOUBLE))"
+)
+
+
+@dataclass(frozen=True)
+class UnitFilters:
+    """Narrowing a search: every field left at its default keeps all units."""
+
+    layers: tuple[str, ...] = ()
+    evidence_types: tuple[str, ...] = ()
+    min_confidence: float | None = None
+    min_score: float | None = None
+    min_iou: float | None = None
+    min_act_mean: float | None = None
+    max_act_mean: float | None = None
+    min_act_max: float | None = None
+
+    @classmethod
+    def from_keywords(cls, filters: dict[str, Any]) -> "UnitFilters":
+        """Filters from keyword arguments; an unknown name is a UserError naming the known ones."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(filters) - known)
+        if unknown:
+            raise UserError(f"unknown search filter(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        values = dict(filters)
+        for name in ("layers", "evidence_types"):
+            if isinstance(values.get(name), str):
+                values[name] = (values[name],)
+            values[name] = tuple(values.get(name) or ())
+        return cls(**values)
+
+
+def query_terms(query: str) -> list[str]:
+    """The words of a query that count as keywords: lower case, no stop words, at most MAX_TERMS."""
+    words = re.findall(r"\w+", query[:MAX_QUERY_CHARS].lower())
+    terms = [w[:MAX_TERM_CHARS] for w in words if w not in STOP_WORDS]
+    return list(dict.fromkeys(terms))[:MAX_TERMS]
+
+
+def term_patterns(terms: Sequence[str]) -> list[str]:
+    """RE2 patterns matching each term at the start of a word, ignoring case."""
+    return [r"(?i)\b" + re.escape(term) for term in terms]
+
+
+@lru_cache(maxsize=256)
+def query_vector(query: str) -> tuple[float, ...]:
+    """The query's MiniLM vector (cached: a person pages through the same query's results)."""
+    from milan_core.embedding import embed
+
+    return tuple(float(x) for x in embed([query[:MAX_QUERY_CHARS]])[0])
+
+
+def default_describer(catalog: Catalog) -> str | None:
+    """The describer with the most descriptions in the catalog (None when nothing is described)."""
+    row = catalog.con.execute(
+        "SELECT describer FROM descriptions GROUP BY describer ORDER BY count(*) DESC, describer LIMIT 1"
+    ).fetchone()
+    return row[0] if row else None
+
+
+def describers(catalog: Catalog) -> list[str]:
+    """Every describer that has descriptions in the catalog, most used first."""
+    rows = catalog.con.execute(
+        "SELECT describer FROM descriptions GROUP BY describer ORDER BY count(*) DESC, describer"
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def _matched_units_sql(filters: UnitFilters) -> tuple[str, list[Any]]:
+    """A CTE-ready SELECT of every unit passing the filters with its match signals, and its parameters.
+
+    Parameters in order: patterns, describer, patterns, describer, query vector, run ids, then the
+    filter values. Kept in one place so that search and count share exactly the same matching.
+    """
+    sql = f"""
+        SELECT u.unit_id, u.run_id, r.model, u.layer, l.layer_index, u.unit,
+               u.layer || ':' || u.unit AS key, d.describer, d.description, d.score, d.log_p_given_e,
+               d.log_p, d.confidence, d.evidence_type, {BEST_IOU_SQL} AS best_iou,
+               u.threshold, u.act_mean, u.act_std, u.act_max,
+               len(list_filter($patterns, p -> regexp_matches(d.description, p))) AS description_hits,
+               coalesce(c.hits, 0) AS candidate_hits, c.text AS candidate_text,
+               coalesce(list_dot_product(d.embedding, $vector), 0.0) AS similarity
+        FROM units u
+        JOIN layers l ON l.run_id = u.run_id AND l.layer = u.layer
+        JOIN runs r ON r.run_id = u.run_id
+        LEFT JOIN descriptions d ON d.unit_id = u.unit_id AND d.describer = $describer
+        LEFT JOIN (
+            SELECT unit_id, max(hits) AS hits, arg_max(text, hits) AS text FROM (
+                SELECT k.unit_id, k.text, len(list_filter($patterns, p -> regexp_matches(k.text, p))) AS hits
+                FROM candidates k JOIN descriptions w ON w.unit_id = k.unit_id AND w.describer = k.describer
+                WHERE k.describer = $describer AND k.text <> w.description AND len($patterns) > 0
+            ) WHERE hits > 0 GROUP BY unit_id
+        ) c ON c.unit_id = u.unit_id
+        WHERE (len($run_ids) = 0 OR list_contains($run_ids, u.run_id))
+          AND (len($layers) = 0 OR list_contains($layers, u.layer))
+          AND (len($evidence_types) = 0 OR list_contains($evidence_types, d.evidence_type))
+          AND ($min_confidence IS NULL OR d.confidence >= $min_confidence)
+          AND ($min_score IS NULL OR d.score >= $min_score)
+          AND ($min_iou IS NULL OR {BEST_IOU_SQL} >= $min_iou)
+          AND ($min_act_mean IS NULL OR u.act_mean >= $min_act_mean)
+          AND ($max_act_mean IS NULL OR u.act_mean <= $max_act_mean)
+          AND ($min_act_max IS NULL OR u.act_max >= $min_act_max)
+    """
+    params = {
+        "layers": list(filters.layers), "evidence_types": list(filters.evidence_types),
+        "min_confidence": filters.min_confidence, "min_score": filters.min_score, "min_iou": filters.min_iou,
+        "min_act_mean": filters.min_act_mean, "max_act_mean": filters.max_act_mean,
+        "min_act_max": filters.min_act_max,
+    }
+    return sql, params
+
+
+def _search_params(
+    catalog: Catalog, query: str, run_ids: Sequence[str] | None, describer: str | None,
+    min_similarity: float, filters: dict[str, Any],
+) -> tuple[str, dict[str, Any]]:
+    """The matched-units SQL with a ``matched`` flag and ranking, and all its named parameters."""
+    sql, params = _matched_units_sql(UnitFilters.from_keywords(filters))
+    query = (query or "").strip()
+    terms = query_terms(query)
+    params.update(
+        patterns=term_patterns(terms),
+        describer=describer if describer is not None else default_describer(catalog),
+        vector=list(query_vector(query)) if query else None,
+        run_ids=list(run_ids or ()),
+        has_query=bool(query),
+        n_terms=max(len(terms), 1),
+        min_similarity=float(min_similarity),
+    )
+    ranked = f"""
+        SELECT *,
+               similarity >= $min_similarity AND coalesce(evidence_type, 'none') <> 'none' AS semantic_hit,
+               description_hits > 0 OR candidate_hits > 0 AS keyword_hit,
+               CASE WHEN $has_query THEN similarity
+                    + {DESCRIPTION_HIT_WEIGHT} * description_hits / $n_terms
+                    + {CANDIDATE_HIT_WEIGHT} * candidate_hits / $n_terms
+                    ELSE 0.0 END AS rank_score
+        FROM ({sql})
+    """
+    return ranked, params
+
+
+def _cast_vector(sql: str) -> str:
+    """The query vector parameter typed as a float list (NULL when there is no query)."""
+    return sql.replace("$vector", "$vector::FLOAT[]").replace("$patterns", "$patterns::VARCHAR[]")
+
+
+def search_units(
+    catalog: Catalog,
+    query: str,
+    *,
+    run_ids: Sequence[str] | None = None,
+    describer: str | None = None,
+    limit: int = 50,
+    offset: int = 0,
+    min_similarity: float = DEFAULT_MIN_SIMILARITY,
+    **filters: Any,
+) -> pd.DataFrame:
+    """One page of units matching ``query`` (all units when it is empty), best match first.
+
+    ``describer`` picks whose descriptions to search (default: the most used one). ``filters`` are
+    the fields of ``UnitFilters`` (``layers``, ``evidence_types``, ``min_confidence``, ``min_score``,
+    ``min_iou``, ``min_act_mean``, ``max_act_mean``, ``min_act_max``). With an empty query the units
+    come in catalog order (run, layer, unit). Columns: unit_id, run_id, model, layer, layer_index,
+    unit, key ('layer:unit'), describer, description, score (PMI), log_p_given_e, log_p, confidence,
+    evidence_type, best_iou, threshold, act_mean, act_std, act_max, description_hits,
+    candidate_hits, candidate_text, similarity, semantic_hit, keyword_hit, rank_score, reason,
+    total (how many units match in all, for paging).
+    """
+    ranked, params = _search_params(catalog, query, run_ids, describer, min_similarity, filters)
+    params.update(limit=max(0, int(limit)), offset=max(0, int(offset)))
+    sql = f"""
+        SELECT *, count(*) OVER () AS total FROM ({ranked})
+        WHERE NOT $has_query OR keyword_hit OR semantic_hit
+        ORDER BY rank_score DESC, run_id, layer_index, unit
+        LIMIT $limit OFFSET $offset
+    """
+    frame = catalog.con.execute(_cast_vector(sql), params).df()
+    frame["reason"] = [match_reason(row, query_terms(query or "")) for row in frame.itertuples()]
+    return frame
+
+
+def count_matches(
+    catalog: Catalog,
+    query: str,
+    *,
+    run_ids: Sequence[str] | None = None,
+    describer: str | None = None,
+    min_similarity: float = DEFAULT_MIN_SIMILARITY,
+    **filters: Any,
+) -> pd.DataFrame:
+    """How many units of each run and layer match ``query``, next to how many units the layer has.
+
+    Columns: run_id, model, layer, layer_index, matches, units, share (matches / units); every
+    layer passing the filters appears, with 0 matches if none.
+    """
+    ranked, params = _search_params(catalog, query, run_ids, describer, min_similarity, filters)
+    sql = f"""
+        SELECT run_id, any_value(model) AS model, layer, any_value(layer_index) AS layer_index,
+               count(*) FILTER (WHERE NOT $has_query OR keyword_hit OR semantic_hit) AS matches,
+               count(*) AS units
+        FROM ({ranked}) GROUP BY run_id, layer ORDER BY run_id, layer_index
+    """
+    frame = catalog.con.execute(_cast_vector(sql), params).df()
+    frame["share"] = frame.matches / frame.units.clip(lower=1)
+    return frame
+
+
+def match_reason(row: Any, terms: Sequence[str]) -> str:
+    """Why a unit matched, in words: which keywords it contains and how close its meaning is."""
+    reasons = []
+    description = (row.description or "") if isinstance(row.description, str) else ""
+    said = [t for t in terms if re.search(r"\b" + re.escape(t), description, re.IGNORECASE)]
+    if said:
+        reasons.append("description says " + ", ".join(f"'{t}'" for t in said))
+    if row.candidate_hits and isinstance(row.candidate_text, str):
+        reasons.append(f"candidate '{row.candidate_text}' mentions the query")
+    if row.semantic_hit:
+        reasons.append(f"meaning close to the query (cosine {row.similarity:.2f})")
+    return "; ".join(reasons) or "all units (no query)"
