@@ -208,12 +208,14 @@ def search_units(
     *,
     run_ids: Sequence[str] | None = None,
     describer: str | None = None,
-    limit: int = 50,
+    limit: int | None = 50,
     offset: int = 0,
     min_similarity: float = DEFAULT_MIN_SIMILARITY,
     **filters: Any,
 ) -> pd.DataFrame:
     """One page of units matching ``query`` (all units when it is empty), best match first.
+
+    ``limit=None`` returns every match (for exports); otherwise at most ``limit`` rows from ``offset``.
 
     ``describer`` picks whose descriptions to search (default: the most used one). ``filters`` are
     the fields of ``UnitFilters`` (``layers``, ``evidence_types``, ``min_confidence``, ``min_score``,
@@ -225,7 +227,7 @@ def search_units(
     total (how many units match in all, for paging).
     """
     ranked, params = _search_params(catalog, query, run_ids, describer, min_similarity, filters)
-    params.update(limit=max(0, int(limit)), offset=max(0, int(offset)))
+    params.update(limit=None if limit is None else max(0, int(limit)), offset=max(0, int(offset)))
     sql = f"""
         SELECT *, count(*) OVER () AS total FROM ({ranked})
         WHERE NOT $has_query OR keyword_hit OR semantic_hit
@@ -275,3 +277,23 @@ def match_reason(row: Any, terms: Sequence[str]) -> str:
     if row.semantic_hit:
         reasons.append(f"meaning close to the query (cosine {row.similarity:.2f})")
     return "; ".join(reasons) or "all units (no query)"
+
+
+def nearest_units(catalog: Catalog, unit_id: int, describer: str | None = None, limit: int = 8) -> pd.DataFrame:
+    """The units (of any run) whose descriptions mean the closest thing to this unit's description.
+
+    Columns: unit_id, run_id, key, description, similarity (cosine of the stored MiniLM vectors).
+    Empty when the unit has no described vector.
+    """
+    describer = describer if describer is not None else default_describer(catalog)
+    return catalog.con.execute(
+        """
+        WITH me AS (SELECT embedding FROM descriptions WHERE unit_id = $unit AND describer = $describer)
+        SELECT u.unit_id, u.run_id, u.layer || ':' || u.unit AS key, d.description,
+               list_dot_product(d.embedding, (SELECT embedding FROM me)) AS similarity
+        FROM descriptions d JOIN units u ON u.unit_id = d.unit_id
+        WHERE d.describer = $describer AND d.unit_id <> $unit AND (SELECT count(*) FROM me) > 0
+        ORDER BY similarity DESC, u.unit_id LIMIT $limit
+        """,
+        {"unit": int(unit_id), "describer": describer, "limit": int(limit)},
+    ).df()

@@ -1,0 +1,53 @@
+"""The catalog browser: ``streamlit run catalog_app/app.py`` (see ``catalog_app/common.py``).
+
+Draws the sidebar's catalog field, lists the pages (the built-in ones, then any other file in
+``pages/``) and runs the chosen one, closing the catalog afterwards so writers are never locked out.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+APP_DIR = Path(__file__).resolve().parent
+if str(APP_DIR.parent) not in sys.path:  # `streamlit run` puts only this folder on the path
+    sys.path.insert(0, str(APP_DIR.parent))
+
+import streamlit as st  # noqa: E402
+
+from catalog_app.common import catalog_sidebar, close_catalogs  # noqa: E402
+
+#: The built-in pages in menu order: (file in pages/, title, icon).
+BUILT_IN = (
+    ("search.py", "Search", ":material/search:"),
+    ("unit.py", "Unit", ":material/grid_view:"),
+    ("overview.py", "Overview", ":material/bar_chart:"),
+)
+
+
+def pages() -> list[st.Page]:
+    """The built-in pages, then every other page file (e.g. audit.py, importance.py) by name."""
+    built_in = [
+        st.Page(APP_DIR / "pages" / name, title=title, icon=icon, default=(i == 0))
+        for i, (name, title, icon) in enumerate(BUILT_IN)
+    ]
+    names = {name for name, _, _ in BUILT_IN}
+    extra = [
+        st.Page(path, title=path.stem.replace("_", " ").capitalize())
+        for path in sorted((APP_DIR / "pages").glob("*.py"))
+        if path.name not in names and not path.name.startswith("_")
+    ]
+    return built_in + extra
+
+
+def main() -> None:
+    st.set_page_config(page_title="Neuron catalog", page_icon=":material/neurology:", layout="wide")
+    catalog_sidebar()
+    page = st.navigation(pages())
+    try:
+        page.run()
+    finally:
+        close_catalogs()
+
+
+main()
