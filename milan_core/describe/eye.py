@@ -1,0 +1,90 @@
+"""The eye: a reference ImageNet classifier that says what objects each exemplar region shows.
+
+It runs once per distinct exemplar image and keeps its spatial features (timm EfficientNet:
+``forward_features``, (N, 1280, g, g) after conv_head/bn2). Since its classifier is linear after
+average pooling, classifying the features averaged under a region is what the eye would say of that
+region (a class-activation map pooled under the mask), so the cost grows with images, not with
+units x k. The eye sees the *dissected* model's view of each image (its resize and centre crop),
+rescaled to its own input size, so its grid lines up with the exemplar masks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from PIL import Image
+from torch import nn
+from tqdm import tqdm
+
+from milan_core.describe.base import UnitView
+from milan_core.describe.regions import ExemplarTable, exemplar_weights
+from milan_core.errors import UserError
+from milan_core.models import LoadedModel, load_model
+
+DEFAULT_EYE = "efficientnet-lite2"
+FALLBACK_EYE = "efficientnet-lite1"
+
+
+def choose_eye(dissected_model: str) -> str:
+    """Lite2, unless that is the model being dissected (then Lite1): the eye must be independent."""
+    return FALLBACK_EYE if dissected_model == DEFAULT_EYE else DEFAULT_EYE
+
+
+def load_eye(name: str) -> LoadedModel:
+    """The eye model; a clear error when it cannot be loaded or has no spatial features."""
+    try:
+        eye = load_model(name)
+    except UserError as error:
+        raise UserError(f"cannot load the eye model {name!r}: {error}") from error
+    if not hasattr(eye.module, "forward_features") or not isinstance(getattr(eye.module, "classifier", None), nn.Linear):
+        raise UserError(f"the eye {name!r} needs forward_features and a linear classifier (a timm EfficientNet)")
+    return eye
+
+
+@dataclass(frozen=True)
+class EyeFeatures:
+    """The eye's spatial features of every exemplar image: ``features[index[path]]``."""
+
+    index: dict[str, int]
+    features: torch.Tensor  # (N, C, g, g) float16
+    classifier: nn.Linear
+
+    @property
+    def grid(self) -> int:
+        return self.features.shape[-1]
+
+
+@torch.inference_mode()
+def see(eye: LoadedModel, views: Sequence[Image.Image], paths: Sequence[str], batch_size: int = 16) -> EyeFeatures:
+    """Run the eye once over each image's view (the dissected model's), keeping its feature maps."""
+    size = eye.preprocessing.input_size
+    chunks = []
+    for start in tqdm(range(0, len(views), batch_size), desc="eye", unit="batch", leave=False):
+        batch = [v.resize((size, size), Image.BICUBIC) for v in views[start : start + batch_size]]
+        pixels = torch.stack([eye.preprocessing.to_tensor(v) for v in batch])
+        chunks.append(eye.module.forward_features(pixels).half())
+    return EyeFeatures({p: i for i, p in enumerate(paths)}, torch.cat(chunks), eye.module.classifier)
+
+
+@torch.inference_mode()
+def region_class_probabilities(units: Sequence[UnitView], seen: EyeFeatures, mask_size: int) -> torch.Tensor:
+    """(U, 1000): for each unit, the eye's class probabilities averaged over its exemplar regions.
+
+    An exemplar whose mask is empty contributes nothing; a unit whose masks are all empty gets a
+    row of zeros (no object evidence).
+    """
+    table = ExemplarTable.of(units)
+    weights = exemplar_weights(table, units)
+    image_index = torch.tensor([seen.index[p] for p in table.paths], dtype=torch.long)
+    n_classes = seen.classifier.out_features
+    probs = torch.zeros(len(units), n_classes)
+    for part, cover in table.masks(mask_size, pooled=seen.grid):
+        cover = cover.flatten(1)  # (m, g*g)
+        area = cover.sum(1)
+        features = seen.features[image_index[part]].flatten(2).float()  # (m, C, g*g)
+        pooled = torch.einsum("mcp,mp->mc", features, cover) / area.clamp_min(1e-6)[:, None]
+        exemplar_probs = seen.classifier(pooled).softmax(-1) * (area > 0)[:, None]
+        probs.index_add_(0, table.unit_index[part], exemplar_probs * weights[part, None])
+    return probs

@@ -1,0 +1,85 @@
+"""Exemplar regions in batches: every exemplar's mask (upsampled map above the unit's threshold).
+
+Masks are computed for many exemplars at once with torch (chunked to bound memory), the same way
+``milan_core.exemplars.mask`` does for one: bilinear upsampling, then the unit's threshold. Units of
+layers without spatial maps (1x1: logits, pooled features) cover the whole image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from milan_core.describe.base import UnitView
+
+CHUNK = 512
+
+
+@dataclass(frozen=True)
+class ExemplarTable:
+    """All exemplars of some units, flattened: exemplar i belongs to ``unit_index[i]``."""
+
+    unit_index: torch.Tensor  # (M,) long, index into the units given
+    paths: list[str]
+    activations: torch.Tensor  # (M,)
+    thresholds: torch.Tensor  # (M,)
+    maps: list[np.ndarray]
+
+    @classmethod
+    def of(cls, units: Sequence[UnitView]) -> "ExemplarTable":
+        rows = [(i, e, u.threshold) for i, u in enumerate(units) for e in u.exemplars]
+        return cls(
+            unit_index=torch.tensor([r[0] for r in rows], dtype=torch.long),
+            paths=[r[1].path for r in rows],
+            activations=torch.tensor([r[1].activation for r in rows], dtype=torch.float32),
+            thresholds=torch.tensor([r[2] for r in rows], dtype=torch.float32),
+            maps=[r[1].map for r in rows],
+        )
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def masks(self, size: int, pooled: int | None = None) -> Iterator[tuple[slice, torch.Tensor]]:
+        """(slice, masks) chunks: (m, size, size) booleans, or with ``pooled`` the share of each
+        cell of a ``pooled`` x ``pooled`` grid that the mask covers, (m, pooled, pooled) floats."""
+        for start in range(0, len(self), CHUNK):
+            part = slice(start, min(start + CHUNK, len(self)))
+            maps = [self.maps[i] for i in range(part.start, part.stop)]
+            masks = _chunk_masks(maps, self.thresholds[part], size)
+            if pooled is not None:
+                masks = F.adaptive_avg_pool2d(masks[:, None].float(), pooled)[:, 0]
+            yield part, masks
+
+
+def _chunk_masks(maps: list[np.ndarray], thresholds: torch.Tensor, size: int) -> torch.Tensor:
+    """Masks of maps that may differ in shape (one layer's maps share one; groups are batched)."""
+    out = torch.zeros(len(maps), size, size, dtype=torch.bool)
+    shapes: dict[tuple[int, ...], list[int]] = {}
+    for i, amap in enumerate(maps):
+        shapes.setdefault(amap.shape, []).append(i)
+    for shape, indices in shapes.items():
+        index = torch.tensor(indices)
+        if shape == (1, 1):
+            out[index] = True
+            continue
+        stacked = torch.from_numpy(np.stack([maps[i] for i in indices]).astype(np.float32))[:, None]
+        up = F.interpolate(stacked, size=(size, size), mode="bilinear", align_corners=False)[:, 0]
+        out[index] = up > thresholds[index, None, None]
+    return out
+
+
+def exemplar_weights(table: ExemplarTable, units: Sequence[UnitView]) -> torch.Tensor:
+    """(M,) weights summing to 1 within each unit: ``exp((a_i - a_max) / σ_unit)``.
+
+    An exemplar that excites the unit far more than the others (in units of the unit's spread over
+    the whole probe set) carries more of the evidence; a set of similar activations counts evenly.
+    """
+    spread = torch.tensor([max(u.act_std, 1e-6) for u in units], dtype=torch.float32)[table.unit_index]
+    best = torch.full((len(units),), -torch.inf).scatter_reduce(0, table.unit_index, table.activations, "amax")
+    raw = torch.exp((table.activations - best[table.unit_index]) / spread)
+    totals = torch.zeros(len(units)).index_add_(0, table.unit_index, raw)
+    return raw / totals[table.unit_index]

