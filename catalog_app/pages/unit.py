@@ -5,6 +5,7 @@ evidence and the units whose descriptions mean the closest thing.
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -21,9 +22,9 @@ LARGE = 224
 PER_ROW = 5
 
 
-def histogram(unit: pd.Series, threshold: float) -> go.Figure:
+def histogram(unit: Any, threshold: float) -> go.Figure:
     """The unit's activation histogram over the probe set, with the stored and the chosen threshold."""
-    counts = np.asarray(unit.hist)
+    counts = np.asarray(unit.hist, dtype=float)
     edges = np.linspace(unit.hist_lo, unit.hist_hi, len(counts) + 1)
     figure = go.Figure(go.Bar(x=(edges[:-1] + edges[1:]) / 2, y=counts, width=np.diff(edges), marker_color="#5b7fa6"))
     figure.add_vline(x=unit.threshold, line_dash="dot", annotation_text=f"stored threshold ({unit.quantile:.3g} quantile)")
@@ -97,7 +98,7 @@ def main() -> None:
     except UserError as error:
         st.info(f"{error}.")
         st.stop()
-    unit = catalog.query("SELECT * FROM units WHERE unit_id = ?", [unit_id]).iloc[0]
+    unit = next(catalog.query("SELECT * FROM units WHERE unit_id = ?", [unit_id]).itertuples())
     model = runs.set_index("run_id").model[run_id]
     st.title(f"{key}")
     st.caption(f"{model} · run {run_id}")

@@ -1,0 +1,45 @@
+"""Catalogs for the browser's tests: the real dissected catalog plus descriptions (see described.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from described import add_descriptions
+from milan_core.catalog import Catalog
+
+
+@pytest.fixture(scope="session")
+def described_catalog(small_catalog: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The dissected small catalog with descriptions and candidates (read it, don't write it)."""
+    path = tmp_path_factory.mktemp("described") / "catalog.duckdb"
+    shutil.copy(small_catalog, path)
+    add_descriptions(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def empty_catalog(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A catalog file with the schema but no runs."""
+    path = tmp_path_factory.mktemp("empty") / "catalog.duckdb"
+    Catalog(path, writable=True).close()
+    return path
+
+
+@pytest.fixture(scope="session")
+def newer_catalog(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A catalog whose schema version is newer than this code's."""
+    path = tmp_path_factory.mktemp("newer") / "catalog.duckdb"
+    with Catalog(path, writable=True) as catalog:
+        catalog.con.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    return path
+
+
+@pytest.fixture(scope="session")
+def file_hash() -> Callable[[Path], str]:
+    """A file's SHA-256, to prove that reading a catalog never changes it."""
+    return lambda path: hashlib.sha256(Path(path).read_bytes()).hexdigest()

@@ -1,0 +1,56 @@
+"""catalog_app.render: the exemplar pictures drawn from a real catalog's thumbnails and maps."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from catalog_app.render import DIM, OUTLINE, highlight, highlighted_exemplars, outline, strip
+from milan_core.catalog import Catalog
+from milan_core.exemplars import mask
+
+
+def test_outline_is_the_regions_rim() -> None:
+    region = np.zeros((6, 6), dtype=bool)
+    region[1:5, 1:5] = True
+    rim = outline(region)
+    assert rim[1, 1:5].all() and rim[4, 1:5].all() and rim[1:5, 1].all() and rim[1:5, 4].all()
+    assert not rim[2:4, 2:4].any() and not (rim & ~region).any()
+
+
+def test_highlight_dims_the_outside_and_outlines_the_region(described_catalog: Path) -> None:
+    with Catalog(described_catalog) as catalog:
+        unit_id = catalog.unit_id(catalog.run().run_id, "blocks.2:3")
+        exemplar = catalog.exemplars(unit_id).iloc[0]
+        thumbnail = catalog.image(int(exemplar.image_id)).thumbnail
+    original = np.asarray(Image.open(io.BytesIO(thumbnail)).convert("RGB"))
+    drawn = np.asarray(highlight(thumbnail, exemplar["map"], float(exemplar.threshold)))
+    region = mask(exemplar["map"], float(exemplar.threshold), original.shape[0])
+    rim = outline(region)
+    assert 0 < region.sum() < region.size
+    assert (drawn[rim] == OUTLINE).all()
+    inside = region & ~rim
+    assert (drawn[inside] == original[inside]).all()
+    assert np.allclose(drawn[~region], (original[~region] * DIM).astype(np.uint8))
+
+
+def test_a_lower_threshold_shows_a_larger_region(described_catalog: Path) -> None:
+    with Catalog(described_catalog) as catalog:
+        unit_id = catalog.unit_id(catalog.run().run_id, "blocks.6:17")
+        default = highlighted_exemplars(catalog, unit_id, k=2)
+        lowered = highlighted_exemplars(catalog, unit_id, threshold=-1e9, k=2, size=224)
+    assert len(default) == 2 and default[0][1].startswith("#1 ")
+    assert lowered[0][0].size == (224, 224)
+    kept = np.asarray(lowered[0][0])
+    assert not (kept[2:-2, 2:-2] == OUTLINE).all(axis=-1).any()  # everything is inside: no rim but the edge
+
+
+def test_strip_puts_pictures_side_by_side() -> None:
+    pictures = [Image.new("RGB", (112, 112), "red"), Image.new("RGB", (112, 112), "blue")]
+    joined = strip(pictures, gap=4)
+    assert joined.size == (228, 112)
+    assert joined.getpixel((0, 0)) == (255, 0, 0) and joined.getpixel((227, 111)) == (0, 0, 255)
+    assert joined.getpixel((113, 50)) == (255, 255, 255)
