@@ -162,8 +162,13 @@ class Catalog:
 
     def _delete_run(self, con: duckdb.DuckDBPyConnection, run_id: str) -> None:
         unit_ids = "SELECT unit_id FROM units WHERE run_id = ?"
-        for table in ("exemplars", "descriptions", "candidates"):
+        for table in ("exemplars", "descriptions", "candidates", "audit_units"):
             con.execute(f"DELETE FROM {table} WHERE unit_id IN ({unit_ids})", [run_id])
+        ablations = "SELECT ablation_id FROM ablations WHERE run_id = ?"
+        for table in ("ablation_curves", "ablation_checks"):
+            con.execute(f"DELETE FROM {table} WHERE ablation_id IN ({ablations})", [run_id])
+        for table in ("ablations", "edits"):
+            con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
         for table in ("units", "layers", "runs"):
             con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
 

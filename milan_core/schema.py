@@ -130,6 +130,88 @@ DDL: tuple[str, ...] = (
         PRIMARY KEY (unit_id, describer, rank)
     )
     """,
+    # Results of the applications (milan_core.applications). An ablation study is one run, probe
+    # set and set of layers; its curves hold accuracy after each step of each order (random orders
+    # once per seed) and its checks the class-specific comparison for a few concepts.
+    """
+    CREATE TABLE IF NOT EXISTS ablations (
+        ablation_id  VARCHAR PRIMARY KEY,
+        run_id       VARCHAR NOT NULL,
+        describer    VARCHAR NOT NULL,
+        images       VARCHAR NOT NULL,
+        n_images     INTEGER NOT NULL,
+        layers       VARCHAR[] NOT NULL,
+        n_units      INTEGER NOT NULL,
+        config       JSON NOT NULL,
+        created_at   TIMESTAMP NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS ablation_curves (
+        ablation_id  VARCHAR NOT NULL,
+        curve        VARCHAR NOT NULL,
+        seed         INTEGER NOT NULL,
+        step         INTEGER NOT NULL,
+        n_ablated    INTEGER NOT NULL,
+        fraction     DOUBLE NOT NULL,
+        accuracy     DOUBLE NOT NULL,
+        PRIMARY KEY (ablation_id, curve, seed, step)
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS ablation_checks (
+        ablation_id           VARCHAR NOT NULL,
+        concept               VARCHAR NOT NULL,
+        n_units               INTEGER NOT NULL,
+        n_concept_images      INTEGER NOT NULL,
+        n_other_images        INTEGER NOT NULL,
+        concept_before        DOUBLE,
+        concept_after         DOUBLE,
+        other_before          DOUBLE,
+        other_after           DOUBLE,
+        random_concept_after  DOUBLE,
+        random_concept_sd     DOUBLE,
+        random_other_after    DOUBLE,
+        PRIMARY KEY (ablation_id, concept)
+    )
+    """,
+    # An audit: the units of one or more runs whose descriptions matched a query.
+    """
+    CREATE TABLE IF NOT EXISTS audits (
+        audit_id        VARCHAR PRIMARY KEY,
+        query           VARCHAR NOT NULL,
+        runs            VARCHAR[] NOT NULL,
+        describer       VARCHAR,
+        min_similarity  DOUBLE,
+        created_at      TIMESTAMP NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS audit_units (
+        audit_id     VARCHAR NOT NULL,
+        unit_id      BIGINT NOT NULL,
+        score        DOUBLE,
+        similarity   DOUBLE,
+        keyword_hit  BOOLEAN,
+        PRIMARY KEY (audit_id, unit_id)
+    )
+    """,
+    # An edit: units switched off because their descriptions matched a query, the file the edited
+    # model went to, and accuracy before and after on a labelled set.
+    """
+    CREATE TABLE IF NOT EXISTS edits (
+        edit_id          VARCHAR PRIMARY KEY,
+        run_id           VARCHAR NOT NULL,
+        query            VARCHAR NOT NULL,
+        units            VARCHAR[] NOT NULL,
+        path             VARCHAR NOT NULL,
+        images           VARCHAR NOT NULL,
+        n_images         INTEGER NOT NULL,
+        accuracy_before  DOUBLE NOT NULL,
+        accuracy_after   DOUBLE NOT NULL,
+        created_at       TIMESTAMP NOT NULL
+    )
+    """,
 )
 
 #: Statements that bring a catalog of version ``v`` to ``v + 1``, keyed by ``v``.

