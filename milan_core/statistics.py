@@ -96,8 +96,8 @@ def _finest_exponent(lo: torch.Tensor, hi: torch.Tensor, bins: int) -> torch.Ten
 def _bin_index(values: torch.Tensor, exponent: torch.Tensor) -> torch.Tensor:
     """Global lattice index floor(v / 2**e); ``exponent`` broadcasts over the leading axis."""
     scale = torch.pow(2.0, -exponent.double()).to(values.dtype)
-    shape = (-1,) + (1,) * (values.dim() - 1)
-    return torch.floor(values * scale.reshape(shape)).long()
+    scaled = values * scale.reshape((-1,) + (1,) * (values.dim() - 1))  # exact: a power of two
+    return scaled.floor_().long()
 
 
 @dataclass
@@ -147,13 +147,18 @@ class Histogram:
 
     @classmethod
     def of_values(cls, values: torch.Tensor, bins: int = HISTOGRAM_BINS) -> "Histogram":
-        """The histogram of (C, M) values, at the finest lattice that fits each unit's range."""
-        lo, hi = values.amin(dim=1), values.amax(dim=1)
+        """The histogram of (C, M) values, at the finest lattice that fits each unit's range.
+
+        Each unit's range is its own min and max, so every index lands inside its row without
+        clamping; one ``bincount`` over row-shifted indices counts all units at once.
+        """
+        units = values.shape[0]
+        lo, hi = torch.aminmax(values, dim=1)
         exponent = _finest_exponent(lo, hi, bins)
         offset = _bin_index(lo, exponent)
-        local = (_bin_index(values, exponent) - offset[:, None]).clamp(0, bins - 1)
-        counts = torch.zeros(values.shape[0], bins, dtype=torch.long)
-        counts.scatter_add_(1, local, torch.ones_like(local))
+        index = _bin_index(values, exponent)
+        index.sub_((offset - torch.arange(units) * bins)[:, None])
+        counts = torch.bincount(index.reshape(-1), minlength=units * bins).view(units, bins)
         return cls(counts, exponent, offset, lo, hi)
 
     def update(self, values: torch.Tensor) -> "Histogram":
@@ -198,9 +203,11 @@ class Moments:
         return cls(zeros.clone(), zeros.clone(), zeros.clone())
 
     def update(self, values: torch.Tensor) -> "Moments":
-        as64 = values.double()
+        # Per-batch sums in float32 (a batch is small), accumulated across batches in float64.
         return Moments(
-            self.count + values.shape[1], self.total + as64.sum(1), self.squares + (as64 * as64).sum(1)
+            self.count + values.shape[1],
+            self.total + values.sum(1).double(),
+            self.squares + values.square().sum(1).double(),
         )
 
     def merge(self, other: "Moments") -> "Moments":

@@ -1,0 +1,108 @@
+"""Benchmark of the dissection job: speed against a bare forward pass, memory, and catalog size.
+
+Prints, for the default model and layers on a probe folder (default ../shared/data/imagenet-samples):
+- the wall time of a bare forward pass (same images, batch size and data loading, no hooks) and of
+  the full job (hooks, statistics, thumbnails, catalog write), measured in one run, and their ratio
+  (goal: at most 1.15);
+- the peak RSS of the job on the first 250 and on all 1000 images, each in a fresh process
+  (goal: within 10% of each other);
+- the catalog's bytes per unit, with and without thumbnails (goal: at most 5 KB without).
+
+Usage: python bench/bench_dissect.py [--images DIR] [--batch-size 32] [--workers 1] [--repeats 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import duckdb
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from milan_core.config import DissectConfig  # noqa: E402
+from milan_core.dissect import dissect  # noqa: E402
+from milan_core.images import ProbeDataset, find_images, iterate_batches  # noqa: E402
+from milan_core.models import load_model  # noqa: E402
+
+DEFAULT_IMAGES = ROOT.parent / "shared" / "data" / "imagenet-samples"
+
+
+def bare_forward_seconds(images: Path, batch_size: int, workers: int) -> float:
+    """The physical floor: decode, preprocess and run the model, nothing else."""
+    loaded = load_model("efficientnet-lite0")
+    probes = find_images(images)
+    dataset = ProbeDataset(images, probes, loaded.preprocessing.geometry, loaded.preprocessing.to_tensor,
+                           thumbnails=False)
+    started = time.perf_counter()
+    with torch.inference_mode():
+        for batch in iterate_batches(dataset, batch_size, workers):
+            loaded.module(batch.pixels)
+    return time.perf_counter() - started
+
+
+def job_seconds(images: Path, batch_size: int, workers: int, out: Path) -> float:
+    """The whole job as a user runs it, model loading and catalog writing included."""
+    config = DissectConfig(images=str(images), batch_size=batch_size, workers=workers)
+    started = time.perf_counter()
+    dissect(config, out)
+    return time.perf_counter() - started
+
+
+def peak_rss_mb(images: Path, max_images: int, batch_size: int, workers: int, out: Path) -> float:
+    """Peak resident memory of a fresh `dissect` process (the job and its loader workers)."""
+    command = [sys.executable, "-m", "milan_core", "dissect", "--images", str(images), "--out", str(out),
+               "--max-images", str(max_images), "--batch-size", str(batch_size), "--workers", str(workers)]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(process.pid, 0)
+    if status != 0:
+        raise SystemExit(f"dissect failed with status {status}")
+    return usage.ru_maxrss / 1024
+
+
+def catalog_bytes(path: Path) -> tuple[int, int, int]:
+    """(file bytes, thumbnail bytes, units) of a catalog."""
+    with duckdb.connect(str(path), read_only=True) as con:
+        thumbs = con.execute("SELECT coalesce(sum(octet_length(thumbnail)), 0) FROM images").fetchone()[0]
+        units = con.execute("SELECT count(*) FROM units").fetchone()[0]
+    return path.stat().st_size, int(thumbs), int(units)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=2, help="alternating timed runs of each")
+    args = parser.parse_args()
+    n_images = len(find_images(args.images))
+    print(f"probe set: {args.images} ({n_images} images), batch {args.batch_size}, workers {args.workers}, "
+          f"torch threads {torch.get_num_threads()}")
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "bench.duckdb"
+        bare, job = [], []
+        for _ in range(args.repeats):
+            bare.append(bare_forward_seconds(args.images, args.batch_size, args.workers))
+            job.append(job_seconds(args.images, args.batch_size, args.workers, out))
+        print(f"bare forward pass: {min(bare):.1f} s (runs: {', '.join(f'{t:.1f}' for t in bare)})")
+        print(f"full dissect job:  {min(job):.1f} s (runs: {', '.join(f'{t:.1f}' for t in job)})")
+        print(f"ratio job / bare:  {min(job) / min(bare):.3f} (best of each; goal <= 1.15)")
+        size, thumbs, units = catalog_bytes(out)
+        print(f"catalog: {size} bytes, {units} units: {size / units:.0f} B/unit, "
+              f"{(size - thumbs) / units:.0f} B/unit without thumbnails ({thumbs} B of thumbnails)")
+        small = max(1, n_images // 4)
+        rss_small = peak_rss_mb(args.images, small, args.batch_size, args.workers, Path(tmp) / "rss1.duckdb")
+        rss_all = peak_rss_mb(args.images, n_images, args.batch_size, args.workers, Path(tmp) / "rss2.duckdb")
+        print(f"peak RSS: {rss_small:.0f} MB for {small} images, {rss_all:.0f} MB for {n_images} images "
+              f"({100 * (rss_all - rss_small) / rss_small:+.1f}%; goal within 10%)")
+
+
+if __name__ == "__main__":
+    main()
