@@ -52,33 +52,44 @@ class TopK:
     def k(self) -> int:
         return self.values.shape[1]
 
-    def _select(self, values: torch.Tensor, images: torch.Tensor, maps: torch.Tensor) -> "TopK":
-        """Keep the k best of the candidates: highest value first, lower image index on ties."""
+    def _select(
+        self, values: torch.Tensor, images: torch.Tensor, kept: torch.Tensor, incoming: torch.Tensor
+    ) -> "TopK":
+        """Keep the k best candidates: highest value first, lower image index on ties.
+
+        ``values``/``images`` list the kept entries, then the incoming ones; their maps stay in two
+        tensors and only the k winners' maps are gathered, so a batch's maps are never copied whole.
+        """
         by_image = torch.argsort(images, dim=1, stable=True)
         values, images = values.gather(1, by_image), images.gather(1, by_image)
         by_value = torch.argsort(values, dim=1, descending=True, stable=True)[:, : self.k]
-        order = by_image.gather(1, by_value)
+        order = by_image.gather(1, by_value)[:, :, None]
+        width, size = kept.shape[1], kept.shape[2]
+        from_kept = kept.gather(1, order.clamp(max=width - 1).expand(-1, -1, size))
+        from_incoming = incoming.gather(1, (order - width).clamp_min(0).expand(-1, -1, size))
         return TopK(
             values=values.gather(1, by_value),
             images=images.gather(1, by_value),
-            maps=maps.gather(1, order[:, :, None].expand(-1, -1, maps.shape[2])),
+            maps=torch.where(order < width, from_kept, from_incoming),
         )
 
     def update(self, maps: torch.Tensor, image_indices: torch.Tensor) -> "TopK":
         """Fold in a batch of (N, C, H, W) activations of the images ``image_indices`` (N,)."""
         batch, units = maps.shape[:2]
-        flat = maps.reshape(batch, units, -1).transpose(0, 1)  # (C, N, HW)
+        flat = maps.reshape(batch, units, -1).transpose(0, 1)  # (C, N, HW), a view
         return self._select(
             torch.cat([self.values, flat.amax(dim=2)], dim=1),
             torch.cat([self.images, image_indices[None, :].expand(units, -1)], dim=1),
-            torch.cat([self.maps, flat], dim=1),
+            self.maps,
+            flat,
         )
 
     def merge(self, other: "TopK") -> "TopK":
         return self._select(
             torch.cat([self.values, other.values], dim=1),
             torch.cat([self.images, other.images], dim=1),
-            torch.cat([self.maps, other.maps], dim=1),
+            self.maps,
+            other.maps,
         )
 
 
