@@ -123,31 +123,56 @@ def describers(catalog: Catalog) -> list[str]:
     return [r[0] for r in rows]
 
 
-def _matched_units_sql(filters: UnitFilters) -> tuple[str, list[Any]]:
-    """A CTE-ready SELECT of every unit passing the filters with its match signals, and its parameters.
+#: Match signals per distinct text, not per unit: a catalog repeats its descriptions ("dogs" may
+#: describe hundreds of units), so each text is matched and its vector read once (one row per
+#: distinct description, fetched by rowid) instead of reading every unit's vector for every query.
+TEXT_SIGNALS_SQL = """
+    texts AS (
+        SELECT d.description AS text,
+               len(list_filter($patterns::VARCHAR[], p -> regexp_matches(d.description, p))) AS hits,
+               coalesce(list_dot_product(d.embedding, $vector::FLOAT[]), 0.0) AS similarity
+        FROM descriptions d
+        WHERE $has_query AND d.rowid IN (
+            SELECT min(rowid) FROM descriptions WHERE describer = $describer GROUP BY description
+        )
+    ),
+    candidate_texts AS (
+        SELECT text, hits FROM (
+            SELECT text, len(list_filter($patterns::VARCHAR[], p -> regexp_matches(text, p))) AS hits
+            FROM (SELECT DISTINCT text FROM candidates WHERE describer = $describer AND len($patterns) > 0)
+        ) WHERE hits > 0
+    ),
+    candidate_matches AS MATERIALIZED (  -- the few candidate rows that say a query word
+        SELECT k.unit_id, k.text, t.hits FROM candidates k JOIN candidate_texts t ON t.text = k.text
+        WHERE k.describer = $describer
+    ),
+    candidate_hits AS (  -- per unit, leaving out the candidate that won (it is the description)
+        SELECT m.unit_id, max(m.hits) AS hits, arg_max(m.text, m.hits) AS text
+        FROM candidate_matches m JOIN descriptions w ON w.unit_id = m.unit_id AND w.describer = $describer
+        WHERE m.text <> w.description
+        GROUP BY m.unit_id
+    )
+"""
 
-    Parameters in order: patterns, describer, patterns, describer, query vector, run ids, then the
-    filter values. Kept in one place so that search and count share exactly the same matching.
-    """
-    sql = f"""
-        SELECT u.unit_id, u.run_id, r.model, u.layer, l.layer_index, u.unit,
-               u.layer || ':' || u.unit AS key, d.describer, d.description, d.score, d.log_p_given_e,
-               d.log_p, d.confidence, d.evidence_type, {BEST_IOU_SQL} AS best_iou,
-               u.threshold, u.act_mean, u.act_std, u.act_max,
-               len(list_filter($patterns, p -> regexp_matches(d.description, p))) AS description_hits,
-               coalesce(c.hits, 0) AS candidate_hits, c.text AS candidate_text,
-               coalesce(list_dot_product(d.embedding, $vector), 0.0) AS similarity
+#: Every unit passing the filters with its match signals, flags and ranking score, in few columns
+#: (a page's details are joined afterwards), then the units that match.
+RANKED_SQL = f"""
+    ranked AS (
+        SELECT u.unit_id, u.run_id, u.layer, l.layer_index, u.unit, d.evidence_type,
+               coalesce(t.hits, 0) AS description_hits, coalesce(c.hits, 0) AS candidate_hits,
+               c.text AS candidate_text, coalesce(t.similarity, 0.0) AS similarity,
+               coalesce(t.similarity, 0.0) >= $min_similarity AND coalesce(d.evidence_type, 'none') <> 'none'
+                   AS semantic_hit,
+               coalesce(t.hits, 0) > 0 OR coalesce(c.hits, 0) > 0 AS keyword_hit,
+               CASE WHEN $has_query THEN coalesce(t.similarity, 0.0)
+                    + {DESCRIPTION_HIT_WEIGHT} * coalesce(t.hits, 0) / $n_terms
+                    + {CANDIDATE_HIT_WEIGHT} * coalesce(c.hits, 0) / $n_terms
+                    ELSE 0.0 END AS rank_score
         FROM units u
         JOIN layers l ON l.run_id = u.run_id AND l.layer = u.layer
-        JOIN runs r ON r.run_id = u.run_id
         LEFT JOIN descriptions d ON d.unit_id = u.unit_id AND d.describer = $describer
-        LEFT JOIN (
-            SELECT unit_id, max(hits) AS hits, arg_max(text, hits) AS text FROM (
-                SELECT k.unit_id, k.text, len(list_filter($patterns, p -> regexp_matches(k.text, p))) AS hits
-                FROM candidates k JOIN descriptions w ON w.unit_id = k.unit_id AND w.describer = k.describer
-                WHERE k.describer = $describer AND k.text <> w.description AND len($patterns) > 0
-            ) WHERE hits > 0 GROUP BY unit_id
-        ) c ON c.unit_id = u.unit_id
+        LEFT JOIN texts t ON t.text = d.description
+        LEFT JOIN candidate_hits c ON c.unit_id = u.unit_id
         WHERE (len($run_ids) = 0 OR list_contains($run_ids, u.run_id))
           AND (len($layers) = 0 OR list_contains($layers, u.layer))
           AND (len($evidence_types) = 0 OR list_contains($evidence_types, d.evidence_type))
@@ -157,49 +182,36 @@ def _matched_units_sql(filters: UnitFilters) -> tuple[str, list[Any]]:
           AND ($min_act_mean IS NULL OR u.act_mean >= $min_act_mean)
           AND ($max_act_mean IS NULL OR u.act_mean <= $max_act_mean)
           AND ($min_act_max IS NULL OR u.act_max >= $min_act_max)
-    """
-    params = {
-        "layers": list(filters.layers), "evidence_types": list(filters.evidence_types),
-        "min_confidence": filters.min_confidence, "min_score": filters.min_score, "min_iou": filters.min_iou,
-        "min_act_mean": filters.min_act_mean, "max_act_mean": filters.max_act_mean,
-        "min_act_max": filters.min_act_max,
-    }
-    return sql, params
+    ),
+    matched AS (SELECT * FROM ranked WHERE NOT $has_query OR keyword_hit OR semantic_hit)
+"""
 
 
 def _search_params(
     catalog: Catalog, query: str, run_ids: Sequence[str] | None, describer: str | None,
     min_similarity: float, filters: dict[str, Any],
-) -> tuple[str, dict[str, Any]]:
-    """The matched-units SQL with a ``matched`` flag and ranking, and all its named parameters."""
-    sql, params = _matched_units_sql(UnitFilters.from_keywords(filters))
+) -> dict[str, Any]:
+    """The named parameters of TEXT_SIGNALS_SQL and RANKED_SQL for one search."""
+    chosen = UnitFilters.from_keywords(filters)
     query = (query or "").strip()
     terms = query_terms(query)
-    params.update(
-        patterns=term_patterns(terms),
-        describer=describer if describer is not None else default_describer(catalog),
-        vector=list(query_vector(query)) if query else None,
-        run_ids=list(run_ids or ()),
-        has_query=bool(query),
-        n_terms=max(len(terms), 1),
-        min_similarity=float(min_similarity),
-    )
-    ranked = f"""
-        SELECT *,
-               similarity >= $min_similarity AND coalesce(evidence_type, 'none') <> 'none' AS semantic_hit,
-               description_hits > 0 OR candidate_hits > 0 AS keyword_hit,
-               CASE WHEN $has_query THEN similarity
-                    + {DESCRIPTION_HIT_WEIGHT} * description_hits / $n_terms
-                    + {CANDIDATE_HIT_WEIGHT} * candidate_hits / $n_terms
-                    ELSE 0.0 END AS rank_score
-        FROM ({sql})
-    """
-    return ranked, params
-
-
-def _cast_vector(sql: str) -> str:
-    """The query vector parameter typed as a float list (NULL when there is no query)."""
-    return sql.replace("$vector", "$vector::FLOAT[]").replace("$patterns", "$patterns::VARCHAR[]")
+    return {
+        "patterns": term_patterns(terms),
+        "describer": describer if describer is not None else default_describer(catalog),
+        "vector": list(query_vector(query)) if query else None,
+        "run_ids": list(run_ids or ()),
+        "has_query": bool(query),
+        "n_terms": max(len(terms), 1),
+        "min_similarity": float(min_similarity),
+        "layers": list(chosen.layers),
+        "evidence_types": list(chosen.evidence_types),
+        "min_confidence": chosen.min_confidence,
+        "min_score": chosen.min_score,
+        "min_iou": chosen.min_iou,
+        "min_act_mean": chosen.min_act_mean,
+        "max_act_mean": chosen.max_act_mean,
+        "min_act_max": chosen.min_act_max,
+    }
 
 
 def search_units(
@@ -216,26 +228,35 @@ def search_units(
     """One page of units matching ``query`` (all units when it is empty), best match first.
 
     ``limit=None`` returns every match (for exports); otherwise at most ``limit`` rows from ``offset``.
-
     ``describer`` picks whose descriptions to search (default: the most used one). ``filters`` are
     the fields of ``UnitFilters`` (``layers``, ``evidence_types``, ``min_confidence``, ``min_score``,
     ``min_iou``, ``min_act_mean``, ``max_act_mean``, ``min_act_max``). With an empty query the units
     come in catalog order (run, layer, unit). Columns: unit_id, run_id, model, layer, layer_index,
     unit, key ('layer:unit'), describer, description, score (PMI), log_p_given_e, log_p, confidence,
     evidence_type, best_iou, threshold, act_mean, act_std, act_max, description_hits,
-    candidate_hits, candidate_text, similarity, semantic_hit, keyword_hit, rank_score, reason,
-    total (how many units match in all, for paging).
+    candidate_hits, candidate_text, similarity, semantic_hit, keyword_hit, rank_score, total (how
+    many units match in all, for paging) and reason (why the unit matched, in words).
     """
-    ranked, params = _search_params(catalog, query, run_ids, describer, min_similarity, filters)
+    params = _search_params(catalog, query, run_ids, describer, min_similarity, filters)
     params.update(limit=None if limit is None else max(0, int(limit)), offset=max(0, int(offset)))
     sql = f"""
-        SELECT *, count(*) OVER () AS total FROM ({ranked})
-        WHERE NOT $has_query OR keyword_hit OR semantic_hit
-        ORDER BY rank_score DESC, run_id, layer_index, unit
-        LIMIT $limit OFFSET $offset
+        WITH {TEXT_SIGNALS_SQL}, {RANKED_SQL},
+        page AS (
+            SELECT *, count(*) OVER () AS total FROM matched
+            ORDER BY rank_score DESC, run_id, layer_index, unit LIMIT $limit OFFSET $offset
+        )
+        SELECT p.unit_id, p.run_id, r.model, p.layer, p.layer_index, p.unit, p.layer || ':' || p.unit AS key,
+               d.describer, d.description, d.score, d.log_p_given_e, d.log_p, d.confidence, p.evidence_type,
+               {BEST_IOU_SQL} AS best_iou, u.threshold, u.act_mean, u.act_std, u.act_max,
+               p.description_hits, p.candidate_hits, p.candidate_text, p.similarity, p.semantic_hit,
+               p.keyword_hit, p.rank_score, p.total
+        FROM page p JOIN units u ON u.unit_id = p.unit_id JOIN runs r ON r.run_id = p.run_id
+        LEFT JOIN descriptions d ON d.unit_id = p.unit_id AND d.describer = $describer
+        ORDER BY p.rank_score DESC, p.run_id, p.layer_index, p.unit
     """
-    frame = catalog.con.execute(_cast_vector(sql), params).df()
-    frame["reason"] = [match_reason(row, query_terms(query or "")) for row in frame.itertuples()]
+    frame = catalog.con.execute(sql, params).df()
+    terms = query_terms(query or "")
+    frame["reason"] = [match_reason(row, terms) for row in frame.itertuples()]
     return frame
 
 
@@ -253,14 +274,18 @@ def count_matches(
     Columns: run_id, model, layer, layer_index, matches, units, share (matches / units); every
     layer passing the filters appears, with 0 matches if none.
     """
-    ranked, params = _search_params(catalog, query, run_ids, describer, min_similarity, filters)
+    params = _search_params(catalog, query, run_ids, describer, min_similarity, filters)
     sql = f"""
-        SELECT run_id, any_value(model) AS model, layer, any_value(layer_index) AS layer_index,
-               count(*) FILTER (WHERE NOT $has_query OR keyword_hit OR semantic_hit) AS matches,
-               count(*) AS units
-        FROM ({ranked}) GROUP BY run_id, layer ORDER BY run_id, layer_index
+        WITH {TEXT_SIGNALS_SQL}, {RANKED_SQL}
+        SELECT k.run_id, r.model, k.layer, k.layer_index, k.matches, k.units FROM (
+            SELECT run_id, layer, any_value(layer_index) AS layer_index,
+                   count(*) FILTER (WHERE NOT $has_query OR keyword_hit OR semantic_hit) AS matches,
+                   count(*) AS units
+            FROM ranked GROUP BY run_id, layer
+        ) k JOIN runs r ON r.run_id = k.run_id
+        ORDER BY k.run_id, k.layer_index
     """
-    frame = catalog.con.execute(_cast_vector(sql), params).df()
+    frame = catalog.con.execute(sql, params).df()
     frame["share"] = frame.matches / frame.units.clip(lower=1)
     return frame
 

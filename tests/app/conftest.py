@@ -23,6 +23,13 @@ def described_catalog(small_catalog: Path, tmp_path_factory: pytest.TempPathFact
 
 
 @pytest.fixture(scope="session")
+def small_catalog_run(described_catalog: Path) -> str:
+    """The id of the fixture catalog's one run."""
+    with Catalog(described_catalog) as catalog:
+        return catalog.run().run_id
+
+
+@pytest.fixture(scope="session")
 def empty_catalog(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A catalog file with the schema but no runs."""
     path = tmp_path_factory.mktemp("empty") / "catalog.duckdb"
