@@ -7,17 +7,25 @@ with the shared PMI rule, embed, and write in one transaction. ``dissect --descr
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
 from pathlib import Path
 
+import pandas as pd
+
 from milan_core.catalog import Catalog
+from milan_core.config import DEFAULT_LAYERS, DEFAULT_MODEL, DissectConfig
 from milan_core.describe.base import DEFAULT_LAMBDA, select
 from milan_core.describe.registry import DEFAULT_DESCRIBER, make_describer
 from milan_core.describe.store import description_tables, load_run_view, write_descriptions
 
 
-def describe_run(catalog_path: Path, run_id: str | None, describer: str | None, lam: float = DEFAULT_LAMBDA) -> str:
-    """Describe every unit of a run (None: the newest) and replace its descriptions; returns the run id."""
+def describe_run(catalog_path: Path, run_id: str | None, describer: str | None,
+                 lam: float = DEFAULT_LAMBDA) -> tuple[str, str]:
+    """Describe every unit of a run (None: the newest), replacing its descriptions by that describer.
+
+    Returns (run id, describer name), for callers that read the descriptions back.
+    """
     started = time.perf_counter()
     chosen = make_describer(describer)
     with Catalog(catalog_path) as catalog:
@@ -30,12 +38,70 @@ def describe_run(catalog_path: Path, run_id: str | None, describer: str | None, 
     seconds = time.perf_counter() - started
     print(f"described {len(described)} units of run {run.run_id} with {chosen.name} in {seconds:.1f} s "
           f"(dissection took {dissect_seconds:.1f} s: ratio {seconds / max(dissect_seconds, 1e-9):.2f})")
-    return run.run_id
+    return run.run_id, chosen.name
 
 
 def cmd_describe(args: argparse.Namespace) -> int:
     describe_run(args.catalog, args.run, args.describer, args.lam)
     return 0
+
+
+def _described_run(args: argparse.Namespace, layers: tuple[str, ...], workdir: Path) -> tuple[Path, str, str]:
+    """The catalog, run and describer to evaluate: the given catalog's run, or a fresh dissection.
+
+    A fresh run is dissected into ``workdir`` (the describer sees only its images) and described.
+    """
+    from milan_core.dissect import dissect
+
+    if args.catalog is not None:
+        path = args.catalog
+        run_id = args.run
+    else:
+        path = workdir / "catalog.duckdb"
+        config = DissectConfig(model=args.model, images=str(args.images), layers=layers, k=args.k,
+                               max_images=args.max_images, workers=0)
+        run_id = dissect(config, path).run_id
+    run_id, describer = describe_run(path, run_id, args.describer)
+    return path, run_id, describer
+
+
+def cmd_evaluate_final_layer(args: argparse.Namespace) -> int:
+    from milan_core.describe.evaluate import final_layer_rows, layer_descriptions, write_table
+
+    with tempfile.TemporaryDirectory(prefix="milan-evaluate-") as workdir:
+        path, run_id, describer = _described_run(args, (args.layer,), Path(workdir))
+        with Catalog(path) as catalog:
+            frame = layer_descriptions(catalog, run_id, args.layer, describer)
+    write_table(final_layer_rows(frame, describer), args.csv)
+    return 0
+
+
+def cmd_evaluate_segmentation(args: argparse.Namespace) -> int:
+    from milan_core.describe.evaluate import best_concepts, layer_descriptions, segmentation_rows, write_table
+    from milan_core.describe.segmentation import read_classes
+
+    classes = read_classes(args.classes)
+    layers = tuple(name.strip() for name in args.layers.split(",") if name.strip())
+    with tempfile.TemporaryDirectory(prefix="milan-evaluate-") as workdir:
+        path, run_id, describer = _described_run(args, layers, Path(workdir))
+        with Catalog(path) as catalog:
+            run = catalog.run(run_id)
+            frame = pd.concat([layer_descriptions(catalog, run_id, layer, describer).assign(layer=layer)
+                               for layer in run.layers])
+            best = best_concepts(catalog, run_id, run.model, Path(run.probe_root), args.masks, classes)
+    write_table(segmentation_rows(frame, best, describer), args.csv)
+    return 0
+
+
+def _add_evaluation_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="model to dissect when no --catalog is given")
+    parser.add_argument("--images", type=Path, default=None, help="probe images to dissect when no --catalog is given")
+    parser.add_argument("--catalog", type=Path, default=None, help="an existing catalog (skips the dissection)")
+    parser.add_argument("--run", default=None, help="run id in --catalog (default: the newest)")
+    parser.add_argument("--describer", default=None, help="describer to evaluate (default: evidence)")
+    parser.add_argument("--k", type=int, default=15, help="exemplars per unit for a fresh dissection")
+    parser.add_argument("--max-images", type=int, default=None, help="use only the first N images")
+    parser.add_argument("--csv", type=Path, default=None, help="write the table as rows method,metric,value")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -49,3 +115,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                           help=f"NAME or NAME:OPTION (default {DEFAULT_DESCRIBER}; evidence:EYE picks the eye model)")
     describe.add_argument("--lam", type=float, default=DEFAULT_LAMBDA, help="λ of the PMI rule (MILAN: 0.2)")
     describe.set_defaults(func=cmd_describe)
+
+    evaluate = subparsers.add_parser("evaluate", help="measure description quality against known answers")
+    checks = evaluate.add_subparsers(dest="check", required=True)
+    final = checks.add_parser("final-layer", help="logit units of an ImageNet classifier: top-1 and similarity")
+    _add_evaluation_arguments(final)
+    final.add_argument("--layer", default="classifier", help="the logit layer (unit i = ImageNet class i)")
+    final.set_defaults(func=cmd_evaluate_final_layer)
+    segmentation = checks.add_parser("segmentation", help="hidden units vs labelled masks (Network Dissection IoU)")
+    _add_evaluation_arguments(segmentation)
+    segmentation.add_argument("--masks", type=Path, required=True, help="class-index PNG masks, same names as images")
+    segmentation.add_argument("--classes", type=Path, required=True, help="YAML with classes: {id: name}")
+    segmentation.add_argument("--layers", default=",".join(DEFAULT_LAYERS), help="comma-separated hidden layers")
+    segmentation.set_defaults(func=cmd_evaluate_segmentation)

@@ -97,8 +97,10 @@ def imagenet_hierarchy(min_depth: int = MIN_DEPTH) -> Hierarchy:
     rows: list[int] = []
     cols: list[int] = []
     memo: dict[str, tuple[int, frozenset]] = {}
+    class_names = []
     for index in range(N_CLASSES):
         synset = synset_of_wnid(imagenet_wnid(index))
+        class_names.append(synset.name())
         _, ancestors = _ancestry(synset, memo)
         for name in [synset.name(), *sorted(ancestors)]:
             depth = memo[name][0]
@@ -112,4 +114,19 @@ def imagenet_hierarchy(min_depth: int = MIN_DEPTH) -> Hierarchy:
             cols.append(columns[name])
     lift = torch.zeros(N_CLASSES, len(columns))
     lift[rows, cols] = 1.0
-    return Hierarchy(tuple(columns), tuple(texts), np.asarray(depths), lift)
+    keep = _most_specific_columns(lift, np.asarray(depths), {columns[name] for name in class_names})
+    return Hierarchy(tuple(np.asarray(list(columns))[keep]), tuple(np.asarray(texts)[keep]),
+                     np.asarray(depths)[keep], lift[:, keep].contiguous())
+
+
+def _most_specific_columns(lift: torch.Tensor, depths: np.ndarray, classes: set[int]) -> list[int]:
+    """One column per distinct set of classes: a hypernym with a single ImageNet class under it
+    ("requiem shark" over "tiger shark") says the same with less precision, so the class (or else the
+    deepest synset) stands for the set."""
+    best: dict[bytes, int] = {}
+    for column in range(lift.shape[1]):
+        signature = lift[:, column].numpy().tobytes()
+        rank = (column in classes, depths[column])
+        if signature not in best or rank > (best[signature] in classes, depths[best[signature]]):
+            best[signature] = column
+    return sorted(best.values())
