@@ -26,6 +26,13 @@ def imagenet_sample_paths(count: int) -> list[Path]:
 
 
 @pytest.fixture(scope="session")
+def imagenet_samples() -> Path:
+    """The 1000 shared ImageNet sample photos (read-only)."""
+    imagenet_sample_paths(1)
+    return IMAGENET_SAMPLES
+
+
+@pytest.fixture(scope="session")
 def probe_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """24 real ImageNet photos in a folder of their own (tests may copy it and add bad files)."""
     folder = tmp_path_factory.mktemp("probe")

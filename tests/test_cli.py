@@ -16,7 +16,6 @@ import torch
 
 from milan_core.catalog import Catalog
 from milan_core.cli import main
-from tests.conftest import IMAGENET_SAMPLES
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -148,8 +147,8 @@ def test_a_newer_schema_is_refused_with_a_sentence(capsys: pytest.CaptureFixture
     assert code == 2
 
 
-def _start_dissect(out: Path, log: Path) -> subprocess.Popen:
-    command = [sys.executable, "-m", "milan_core", "dissect", "--images", str(IMAGENET_SAMPLES),
+def _start_dissect(images: Path, out: Path, log: Path) -> subprocess.Popen:
+    command = [sys.executable, "-m", "milan_core", "dissect", "--images", str(images),
                "--max-images", "400", "--batch-size", "4", "--workers", "0", "--layers", "blocks.6",
                "--out", str(out), "--run-id", "interrupted"]
     return subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log.open("w"),
@@ -167,12 +166,14 @@ def _wait_for_progress(process: subprocess.Popen, log: Path, timeout: float = 12
 
 
 @pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGINT])
-def test_an_interrupted_job_leaves_the_catalog_as_it_was(small_catalog: Path, tmp_path: Path, how: int) -> None:
+def test_an_interrupted_job_leaves_the_catalog_as_it_was(
+    small_catalog: Path, imagenet_samples: Path, tmp_path: Path, how: int
+) -> None:
     out = tmp_path / "catalog.duckdb"
     shutil.copy(small_catalog, out)
     before = digest(out)
     log = tmp_path / "stderr.txt"
-    process = _start_dissect(out, log)
+    process = _start_dissect(imagenet_samples, out, log)
     _wait_for_progress(process, log)
     process.send_signal(how)
     code = process.wait(timeout=60)
