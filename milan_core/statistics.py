@@ -137,6 +137,8 @@ class Histogram:
 
     def _rebinned(self, exponent: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
         """These counts on a coarser (or equal) lattice; coarse bins nest over fine ones exactly."""
+        if torch.equal(exponent, self.exponent) and torch.equal(offset, self.offset):
+            return self.counts  # the common case once a unit's range has settled
         shift = (exponent - self.exponent)[:, None]
         global_index = self.offset[:, None] + torch.arange(self.bins)[None, :]
         local = (global_index >> shift) - offset[:, None]
