@@ -102,7 +102,7 @@ def measure(units: Sequence[UnitView], views: dict[str, np.ndarray]) -> Attribut
         per_exemplar["edges"].append(mean_edge / (mean_edge + EDGE_SCALE))
         per_exemplar["positions"].append(_masked_shares(third.expand_as(masks), masks, 3) / area[:, None])
         per_exemplar["area"].append(masks.flatten(1).mean(1))
-    weights = exemplar_weights(table, units)
+    weights = exemplar_weights(table, len(units))
 
     def per_unit(values: torch.Tensor) -> torch.Tensor:
         weighted = values * (weights[:, None] if values.dim() == 2 else weights)

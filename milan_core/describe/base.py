@@ -58,7 +58,6 @@ class UnitView:
     layer: str
     unit: int
     threshold: float
-    act_std: float
     exemplars: tuple[Exemplar, ...]
 
     @property

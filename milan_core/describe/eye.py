@@ -76,7 +76,7 @@ def region_class_probabilities(units: Sequence[UnitView], seen: EyeFeatures, mas
     row of zeros (no object evidence).
     """
     table = ExemplarTable.of(units)
-    weights = exemplar_weights(table, units)
+    weights = exemplar_weights(table, len(units))
     image_index = torch.tensor([seen.index[p] for p in table.paths], dtype=torch.long)
     n_classes = seen.classifier.out_features
     probs = torch.zeros(len(units), n_classes)

@@ -72,14 +72,14 @@ def _chunk_masks(maps: list[np.ndarray], thresholds: torch.Tensor, size: int) ->
     return out
 
 
-def exemplar_weights(table: ExemplarTable, units: Sequence[UnitView]) -> torch.Tensor:
-    """(M,) weights summing to 1 within each unit: ``exp((a_i - a_max) / σ_unit)``.
+def exemplar_weights(table: ExemplarTable, n_units: int) -> torch.Tensor:
+    """(M,) weights summing to 1 within each unit: each exemplar's peak activation above the threshold.
 
-    An exemplar that excites the unit far more than the others (in units of the unit's spread over
-    the whole probe set) carries more of the evidence; a set of similar activations counts evenly.
+    The threshold is where the unit's concept begins (its masks are what lies above it), so only
+    the part of an activation above it is evidence: an image that excites the unit far beyond the
+    rest (the one photo of a logit unit's class among look-alikes) dominates, a set of similar
+    exemplars counts evenly, and a unit whose exemplars never pass the threshold gets no weight.
     """
-    spread = torch.tensor([max(u.act_std, 1e-6) for u in units], dtype=torch.float32)[table.unit_index]
-    best = torch.full((len(units),), -torch.inf).scatter_reduce(0, table.unit_index, table.activations, "amax")
-    raw = torch.exp((table.activations - best[table.unit_index]) / spread)
-    totals = torch.zeros(len(units)).index_add_(0, table.unit_index, raw)
-    return raw / totals[table.unit_index]
+    raw = (table.activations - table.thresholds).clamp_min(0.0)
+    totals = torch.zeros(n_units).index_add_(0, table.unit_index, raw)
+    return raw / totals[table.unit_index].clamp_min(1e-12)

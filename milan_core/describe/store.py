@@ -36,7 +36,7 @@ def load_run_view(catalog: Catalog, run_id: str | None) -> RunView:
     """A run's units with their decoded exemplars; a UserError if it has none."""
     run = catalog.run(run_id)
     frame = catalog.query(
-        "SELECT u.unit_id, u.layer, u.unit, u.threshold, u.act_std, l.layer_index, l.map_height, "
+        "SELECT u.unit_id, u.layer, u.unit, u.threshold, l.layer_index, l.map_height, "
         "l.map_width, e.rank, e.image_id, e.activation, e.amap_min, e.amap_max, e.amap, i.path "
         "FROM units u JOIN layers l USING (run_id, layer) JOIN exemplars e USING (unit_id) "
         "JOIN images i USING (image_id) WHERE u.run_id = ? ORDER BY l.layer_index, u.unit, e.rank",
@@ -56,7 +56,7 @@ def load_run_view(catalog: Catalog, run_id: str | None) -> RunView:
             for r in rows.itertuples()
         )
         units.append(UnitView(int(unit_id), first.layer, int(first.unit), float(first.threshold),
-                              float(first.act_std), exemplars))
+                              exemplars))
     return RunView(run.run_id, run.model, probe_root, _preprocessing(run), tuple(units))
 
 

