@@ -11,6 +11,7 @@ from typing import Sequence
 import pandas as pd
 
 from milan_core.catalog import Catalog
+from milan_core.search import default_describer
 
 EXPORT_COLUMNS = (
     "run_id", "model", "layer", "unit", "key", "describer", "description", "score", "log_p_given_e", "log_p",
@@ -19,7 +20,9 @@ EXPORT_COLUMNS = (
 
 
 def export_frame(catalog: Catalog, unit_ids: Sequence[int], describer: str | None) -> pd.DataFrame:
-    """The export rows of ``unit_ids`` (in run, layer, unit order) with ``describer``'s descriptions."""
+    """The export rows of ``unit_ids`` (in run, layer, unit order) with ``describer``'s descriptions
+    (default: the catalog's most used describer, as in the search)."""
+    describer = describer if describer is not None else default_describer(catalog)
     frame = catalog.query(
         """
         SELECT u.run_id, r.model, u.layer, u.unit, u.layer || ':' || u.unit AS key, d.describer,

@@ -2,13 +2,13 @@
 
 The region is where the exemplar's stored activation map, upsampled to the picture, exceeds the
 unit's threshold (``milan_core.exemplars.mask``) — the same rule the describers use, so what a person
-sees is what was described. Pure functions on numpy arrays, no Streamlit, so they test and cache
-simply.
+sees is what was described. No Streamlit here, so the drawing tests and caches simply.
 """
 
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -78,6 +78,6 @@ def highlighted_exemplars(
     drawn = []
     for row in frame.itertuples():
         level = row.threshold if threshold is None else threshold
-        caption = f"#{row.rank + 1} {row.label or row.path} ({row.activation:.2f})"
+        caption = f"#{row.rank + 1} {Path(row.path).stem} ({row.activation:.2f})"
         drawn.append((highlight(row.thumbnail, row.map, level, size), caption))
     return drawn

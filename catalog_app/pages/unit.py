@@ -49,9 +49,8 @@ def show_exemplars(catalog: Catalog, unit_id: int, threshold: float) -> None:
             column.image(picture, caption=caption, width="stretch")
 
 
-def show_description(catalog: Catalog, unit_id: int, describer: str | None) -> None:
-    """The chosen description, every candidate with its PMI terms, and the evidence behind it."""
-    described = description_of(catalog, unit_id, describer)
+def show_headline(catalog: Catalog, described: pd.Series | None) -> None:
+    """The chosen description and its PMI terms, or how to get descriptions."""
     if described is None:
         st.info("This unit has no description yet; add them with: python -m milan_core describe --catalog "
                 f"{catalog.path}")
@@ -61,10 +60,14 @@ def show_description(catalog: Catalog, unit_id: int, describer: str | None) -> N
         f"{described.describer} · PMI score {described.score:.2f} · log p(d|E) {described.log_p_given_e:.2f} · "
         f"log p(d) {described.log_p:.2f} · confidence {described.confidence:.2f} · evidence: {described.evidence_type}"
     )
+
+
+def show_candidates_and_evidence(catalog: Catalog, described: pd.Series) -> None:
+    """Every candidate the selection rule weighed, and the evidence behind the winner."""
     candidates = catalog.query(
         "SELECT rank, text AS description, log_p_given_e AS \"log p(d|E)\", log_p AS \"log p(d)\", score "
         "FROM candidates WHERE unit_id = ? AND describer = ? ORDER BY rank",
-        [unit_id, describer],
+        [int(described.unit_id), described.describer],
     )
     left, right = st.columns(2)
     left.markdown("**Candidates**")
@@ -103,7 +106,8 @@ def main() -> None:
     st.title(f"{key}")
     st.caption(f"{model} · run {run_id}")
     describer = default_describer(catalog)
-    show_description(catalog, unit_id, describer)
+    described = description_of(catalog, unit_id, describer)
+    show_headline(catalog, described)
     low, high = float(unit.act_min), float(unit.act_max)
     threshold = st.slider(
         "Threshold (redraws the regions)", low, max(high, low + 1e-6), float(unit.threshold),
@@ -111,7 +115,9 @@ def main() -> None:
     )
     show_exemplars(catalog, unit_id, threshold)
     st.plotly_chart(histogram(unit, threshold), width="stretch")
-    show_nearest(catalog, unit_id, describer)
+    if described is not None:
+        show_candidates_and_evidence(catalog, described)
+        show_nearest(catalog, unit_id, describer)
 
 
 main()

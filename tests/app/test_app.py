@@ -1,0 +1,160 @@
+"""The Streamlit app itself (streamlit.testing.v1.AppTest) on real fixture catalogs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from test_search import HOSTILE_QUERIES
+
+APP = str(Path(__file__).resolve().parents[2] / "catalog_app" / "app.py")
+TIMEOUT = 120
+
+
+def run_app(
+    monkeypatch: pytest.MonkeyPatch, catalog: Path, page_file: str | None = None, /, **params: str | list[str]
+) -> AppTest:
+    """Run the app once on ``catalog`` (via MILAN_CATALOG), on ``page_file``, with URL query parameters."""
+    monkeypatch.setenv("MILAN_CATALOG", str(catalog))
+    app = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    if page_file:
+        app.switch_page(page_file)
+    for name, value in params.items():
+        app.query_params[name] = value
+    return app.run()
+
+
+def card_descriptions(app: AppTest) -> list[str]:
+    """The descriptions on the result cards, in order (the card's first plain markdown line)."""
+    return [m.value for m in app.main.markdown if not m.value.startswith(("**", "_"))]
+
+
+def matching(app: AppTest) -> str:
+    return next(c.value for c in app.main.caption if "matching units" in c.value)
+
+
+def test_searching_face_shows_the_face_units_first_with_pictures(
+    monkeypatch: pytest.MonkeyPatch, described_catalog: Path
+) -> None:
+    app = run_app(monkeypatch, described_catalog)
+    assert not app.exception and matching(app).startswith("1360 matching units")
+    app.text_input(key="q").input("face").run()
+    assert not app.exception
+    assert card_descriptions(app)[:2] == ["human faces", "spotted dog faces"]
+    assert matching(app).startswith("3 matching units")
+    assert len(app.main.get("image")) == 3
+
+
+def test_query_parameters_restore_a_search_and_filters_narrow_it(
+    monkeypatch: pytest.MonkeyPatch, described_catalog: Path
+) -> None:
+    app = run_app(monkeypatch, described_catalog, q="faces")
+    assert card_descriptions(app)[:3] == ["human faces", "spotted dog faces", "portraits of people"]
+    layer = run_app(monkeypatch, described_catalog, layer="blocks.2")
+    assert matching(layer).startswith("40 matching units")
+    narrower = run_app(monkeypatch, described_catalog, layer="blocks.2", evidence=["scene", "texture"], conf="0.5")
+    count = int(matching(narrower).split()[0])
+    assert 0 < count < 40
+    assert set(card_descriptions(narrower)) <= {"green grass", "blue sky", "white and black stripes"}
+
+
+def test_the_unit_page_loads_from_query_parameters(
+    monkeypatch: pytest.MonkeyPatch, described_catalog: Path, small_catalog_run: str
+) -> None:
+    app = run_app(monkeypatch, described_catalog, "pages/unit.py", run=small_catalog_run, unit="blocks.6:17")
+    assert not app.exception
+    assert app.title[0].value == "blocks.6:17" and app.subheader[0].value == "“human faces”"
+    assert len(app.main.get("image")) == 5  # k = 5 exemplars, large
+    assert len(app.main.get("plotly_chart")) == 1
+    assert len(app.main.dataframe[0].value) == 3  # the candidates
+    links = [link.proto.label for link in app.main.get("page_link")]
+    assert any("spotted dog faces" in label for label in links)  # nearest by meaning
+    app.main.slider[0].set_value(app.main.slider[0].min).run()  # redraw every region
+    assert not app.exception
+
+
+def test_an_undescribed_unit_still_shows_its_exemplars(
+    monkeypatch: pytest.MonkeyPatch, described_catalog: Path, small_catalog_run: str
+) -> None:
+    app = run_app(monkeypatch, described_catalog, "pages/unit.py", run=small_catalog_run, unit="classifier:7")
+    assert not app.exception and app.title[0].value == "classifier:7"
+    assert "no description yet" in app.info[0].value
+    assert len(app.main.get("image")) == 5 and len(app.main.get("plotly_chart")) == 1
+
+
+def test_the_overview_page_shows_the_runs_vocabulary(
+    monkeypatch: pytest.MonkeyPatch, described_catalog: Path
+) -> None:
+    app = run_app(monkeypatch, described_catalog, "pages/overview.py")
+    assert not app.exception
+    assert [m.value for m in app.metric] == ["efficientnet-lite0", "24", "1360", "26%"]
+    assert len(app.get("plotly_chart")) == 1 + 2  # evidence per layer, then one tab per described layer
+
+
+def test_ticking_units_selects_them_for_export(monkeypatch: pytest.MonkeyPatch, described_catalog: Path) -> None:
+    app = run_app(monkeypatch, described_catalog, q="face")
+    assert app.radio(key="scope").options == ["selected units (0)", "all filtered units (3)"]
+    assert app.get("download_button")[0].proto.disabled
+    app.checkbox[0].check().run()
+    app.checkbox[1].check().run()
+    assert app.radio(key="scope").options[0] == "selected units (2)"
+    assert not app.get("download_button")[0].proto.disabled
+
+
+@pytest.mark.parametrize("page", [None, "pages/unit.py", "pages/overview.py"])
+def test_missing_empty_and_newer_catalogs_get_a_sentence_not_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, empty_catalog: Path, newer_catalog: Path, page: str | None
+) -> None:
+    expected = {
+        tmp_path / "nowhere.duckdb": "make one with: python -m milan_core dissect --out",
+        empty_catalog: "is empty; make one with: python -m milan_core dissect --out",
+        newer_catalog: "newer than this code's",
+    }
+    for catalog, sentence in expected.items():
+        app = run_app(monkeypatch, catalog, page)
+        assert not app.exception
+        assert [sentence in info.value for info in app.info] == [True]
+
+
+MALFORMED = [
+    {"page": "abc"}, {"page": "-4"}, {"page": "9999"}, {"conf": "lots"}, {"sim": "7"}, {"score": "nan"},
+    {"layer": ["no-such-layer", "'; DROP TABLE units; --"]}, {"evidence": "💥"}, {"runs": "x" * 10_000},
+    {"describer": "nobody"}, {"q": ""}, {"act": "1e999"},
+]
+
+
+HOSTILE_PARAMS = MALFORMED + [{"q": q} for q in HOSTILE_QUERIES]
+
+
+@pytest.mark.parametrize("params", HOSTILE_PARAMS, ids=[f"{next(iter(p))}-{i}" for i, p in enumerate(HOSTILE_PARAMS)])
+def test_hostile_and_malformed_parameters_break_nothing_and_change_nothing(
+    monkeypatch: pytest.MonkeyPatch, described_catalog: Path, file_hash: Callable[[Path], str], params: dict
+) -> None:
+    before = file_hash(described_catalog)
+    app = run_app(monkeypatch, described_catalog, **params)
+    assert not app.exception and app.title[0].value == "Search units"
+    assert file_hash(described_catalog) == before
+
+
+def test_an_unknown_run_in_a_unit_link_falls_back_to_the_first_run(
+    monkeypatch: pytest.MonkeyPatch, described_catalog: Path
+) -> None:
+    app = run_app(monkeypatch, described_catalog, "pages/unit.py", run="nope", unit="blocks.6:17")
+    assert not app.exception and app.title[0].value == "blocks.6:17"
+
+
+@pytest.mark.parametrize(
+    "unit", ["x:y:z", "'; DROP TABLE units; --", "blocks.6:99999999999999999999", "blocks.6:-1", "😀" * 1000],
+    ids=range(5),
+)
+def test_malformed_unit_links_get_a_sentence(
+    monkeypatch: pytest.MonkeyPatch, described_catalog: Path, file_hash: Callable[[Path], str], unit: str
+) -> None:
+    before = file_hash(described_catalog)
+    app = run_app(monkeypatch, described_catalog, "pages/unit.py", unit=unit)
+    assert not app.exception
+    assert [info.value.startswith("no unit") for info in app.info] == [True]
+    assert file_hash(described_catalog) == before
