@@ -105,7 +105,10 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 def cmd_edit(args: argparse.Namespace) -> int:
     with Catalog(args.catalog) as catalog:
         run = catalog.run(args.run)
-        matches = audit_module.matching_units(catalog, args.query, [run.run_id], args.describer, args.min_similarity)
+        layers = importance.chosen_layers(catalog, run.run_id, _split(args.layers)) if args.layers else ()
+        matches = audit_module.matching_units(
+            catalog, args.query, [run.run_id], args.describer, args.min_similarity, layers
+        )
     units = importance.as_mapping(list(zip(matches.layer, matches.unit.astype(int))))
     model = load_run_model(run)
     probe = load_labelled_probe(Path(args.images or run.probe_root), model, args.max_images)
@@ -169,6 +172,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _evaluation(edit)
     edit.add_argument("--query", required=True, help='units to switch off, e.g. "text"')
     edit.add_argument("--out", type=Path, required=True, help="edited model file (.pt)")
+    edit.add_argument("--layers", default=None, help="comma-separated layers to edit (default: every layer of the run)")
     edit.add_argument("--min-similarity", type=float, default=DEFAULT_MIN_SIMILARITY,
                       help="cosine similarity a description needs to match by meaning")
     edit.set_defaults(func=cmd_edit)

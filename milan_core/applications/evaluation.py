@@ -129,6 +129,15 @@ def split_before(model: nn.Module, layers: Sequence[str]) -> tuple[nn.Module, nn
     return nn.Sequential(*[m for _, m in chain[:cut]]), nn.Sequential(*[m for _, m in chain[cut:]])
 
 
+def _reproduces(model: nn.Module, prefix: nn.Module, suffix: nn.Module, check: torch.Tensor) -> bool:
+    """Does suffix(prefix(x)) give the model's outputs? (False too when the shapes do not chain.)"""
+    with torch.inference_mode():
+        try:
+            return torch.allclose(suffix(prefix(check)), model(check), atol=1e-4, rtol=1e-4)
+        except RuntimeError:
+            return False
+
+
 class AblationEvaluator:
     """Which probe images a model gets right with given units switched off.
 
@@ -145,11 +154,9 @@ class AblationEvaluator:
         split = split_before(self.model, layers)
         if split is not None:
             prefix, suffix = split
-            check = probe.pixels[: min(4, len(probe.pixels))]
-            with torch.inference_mode():
-                if torch.allclose(suffix(prefix(check)), self.model(check), atol=1e-4, rtol=1e-4):
-                    self.suffix = suffix
-                    self.inputs = self._batched(prefix, probe.pixels, "caching the unablated prefix")
+            if _reproduces(self.model, prefix, suffix, probe.pixels[:4]):
+                self.suffix = suffix
+                self.inputs = self._batched(prefix, probe.pixels, "caching the unablated prefix")
 
     def _batched(self, module: nn.Module, inputs: torch.Tensor, desc: str | None = None) -> torch.Tensor:
         chunks = range(0, len(inputs), self.batch_size)

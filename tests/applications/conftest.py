@@ -67,3 +67,40 @@ def fresh_catalog(described_catalog: Path, tmp_path: Path) -> Path:
     path = tmp_path / "catalog.duckdb"
     shutil.copy(described_catalog, path)
     return path
+
+
+IMAGENET_SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "data" / "imagenet-samples"
+
+
+def _samples() -> list[Path]:
+    paths = sorted(IMAGENET_SAMPLES.glob("*.JPEG"))
+    if len(paths) < 1000:
+        pytest.skip(f"the shared ImageNet photos are missing at {IMAGENET_SAMPLES}")
+    return paths
+
+
+@pytest.fixture(scope="session")
+def dog_probe(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """16 labelled photos: 8 dogs (ImageNet classes 151-268) and 8 artefacts (classes 400-999)."""
+    paths = _samples()
+    folder = tmp_path_factory.mktemp("dogs")
+    for index in [*range(151, 269, 15), *range(420, 1000, 75)]:
+        shutil.copy(paths[index], folder / paths[index].name)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def unlabelled_probe(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three real photos under names that carry no label."""
+    folder = tmp_path_factory.mktemp("unlabelled")
+    for i, path in enumerate(_samples()[:3]):
+        shutil.copy(path, folder / f"photo{i}.jpg")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def dog_labelled(lite0, dog_probe: Path):
+    """The dog probe read for lite0 (a LabelledProbe), shared because reading it costs seconds."""
+    from milan_core.applications.evaluation import load_labelled_probe
+
+    return load_labelled_probe(dog_probe, lite0)
