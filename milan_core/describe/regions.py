@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from milan_core.describe.base import UnitView
 
 CHUNK = 512
+TIE_WEIGHT = 1e-6  # the weight of an exemplar exactly at the threshold
 
 
 @dataclass(frozen=True)
@@ -78,8 +79,10 @@ def exemplar_weights(table: ExemplarTable, n_units: int) -> torch.Tensor:
     The threshold is where the unit's concept begins (its masks are what lies above it), so only
     the part of an activation above it is evidence: an image that excites the unit far beyond the
     rest (the one photo of a logit unit's class among look-alikes) dominates, a set of similar
-    exemplars counts evenly, and a unit whose exemplars never pass the threshold gets no weight.
+    exemplars counts evenly, and a unit whose exemplars never reach the threshold gets no weight.
+    On a small probe set the threshold can equal the top activation; reaching it still counts.
     """
-    raw = (table.activations - table.thresholds).clamp_min(0.0)
+    reached = table.activations >= table.thresholds
+    raw = (table.activations - table.thresholds).clamp_min(0.0) + TIE_WEIGHT * reached
     totals = torch.zeros(n_units).index_add_(0, table.unit_index, raw)
     return raw / totals[table.unit_index].clamp_min(1e-12)

