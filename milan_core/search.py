@@ -8,13 +8,18 @@ unit's rank mixes three signals, each computed inside DuckDB with parameterised 
   (``face`` matches "faces", not "surface"), matched with a case-insensitive RE2 pattern;
 * keyword hits in the unit's other candidates (``candidates.text``, the winner excluded);
 * cosine similarity between the query's MiniLM vector (``milan_core.embedding.embed``) and the
-  stored description vector (the vectors are unit length, so ``list_dot_product`` is the cosine).
+  stored description vector (unit vectors, so the inner product is the cosine).
+
+Descriptions repeat across units ("dogs" may describe hundreds), so patterns and cosines are
+computed once per distinct text. The distinct texts' vectors are read from the file once per
+catalog version and process into an in-memory DuckDB table of FLOAT[384] arrays, where
+``array_inner_product`` scores them all per query; reading every stored vector again for each
+query was the slowest part of a search on 100,000 units (see ``bench/bench_app.py``).
 
 Why not DuckDB's full-text-search extension: ``duckdb-ext-fts`` does load offline with the pinned
 DuckDB, but its index is a set of tables that must be created in the searched database, and the app
-and the audit command open the catalog read-only. Building the index in memory on every start would
-cost seconds on a large catalog, while the prefix patterns here scan 100,000 descriptions in
-milliseconds (see ``bench/bench_app.py``).
+and the audit command open the catalog read-only; word-start patterns over the distinct texts do
+the keyword part without an index.
 
 ``search_units`` returns one page of the ranking (``limit``/``offset``) with a ``total`` column, so
 no caller ever loads every unit; ``count_matches`` counts matches per run and layer.
@@ -23,13 +28,18 @@ no caller ever loads every unit; ``count_matches`` counts matches per run and la
 from __future__ import annotations
 
 import re
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, fields
 from functools import lru_cache
 from typing import Any, Sequence
 
+import duckdb
 import pandas as pd
+import pyarrow as pa
 
 from milan_core.catalog import Catalog
+from milan_core.embedding import EMBEDDING_DIM
 from milan_core.errors import UserError
 
 #: Semantic matches need at least this cosine similarity. MiniLM puts unrelated short phrases at
@@ -123,36 +133,114 @@ def describers(catalog: Catalog) -> list[str]:
     return [r[0] for r in rows]
 
 
-#: Match signals per distinct text, not per unit: a catalog repeats its descriptions ("dogs" may
-#: describe hundreds of units), so each text is matched and its vector read once (one row per
-#: distinct description, fetched by rowid) instead of reading every unit's vector for every query.
-TEXT_SIGNALS_SQL = """
-    texts AS (
-        SELECT d.description AS text,
-               len(list_filter($patterns::VARCHAR[], p -> regexp_matches(d.description, p))) AS hits,
-               coalesce(list_dot_product(d.embedding, $vector::FLOAT[]), 0.0) AS similarity
-        FROM descriptions d
-        WHERE $has_query AND d.rowid IN (
-            SELECT min(rowid) FROM descriptions WHERE describer = $describer GROUP BY description
-        )
-    ),
-    candidate_texts AS (
+#: How many catalogs' description vectors one process keeps in memory (one per catalog version).
+VECTOR_CACHE_SIZE = 4
+
+#: The query's signals for every distinct description text, computed in an in-memory DuckDB table of
+#: (text, FLOAT[384] vector): a catalog repeats its descriptions ("dogs" may describe hundreds of
+#: units), and reading 100,000 stored vectors from the file for every query is what would be slow.
+def hits_sql(column: str, n_terms: int) -> str:
+    """SQL counting how many query words (``$pattern_0`` ...) start a word of ``column``: one
+    constant pattern per word, so DuckDB compiles each regular expression once, not once per row."""
+    return " + ".join(f"regexp_matches({column}, $pattern_{i})::INTEGER" for i in range(n_terms)) or "0"
+
+
+def text_matches_sql(n_terms: int) -> str:
+    """The description texts that match the query, with their keyword hits and cosine similarity."""
+    return f"""
+        SELECT text, hits, similarity FROM (
+            SELECT text, {hits_sql("text", n_terms)} AS hits,
+                   coalesce(array_inner_product(embedding, $vector::FLOAT[{EMBEDDING_DIM}]), 0.0) AS similarity
+            FROM texts
+        ) WHERE hits > 0 OR similarity >= $min_similarity
+    """
+
+
+NO_TEXT_MATCHES = pa.table(
+    {"text": pa.array([], pa.string()), "hits": pa.array([], pa.int64()), "similarity": pa.array([], pa.float64())}
+)
+
+def candidate_signals_sql(n_terms: int) -> str:
+    """CTEs giving each unit's keyword hits among its candidates, leaving out the candidate that won
+    (it is the description); each distinct candidate text is tested once."""
+    return f"""
+    candidate_texts AS MATERIALIZED (
         SELECT text, hits FROM (
-            SELECT text, len(list_filter($patterns::VARCHAR[], p -> regexp_matches(text, p))) AS hits
-            FROM (SELECT DISTINCT text FROM candidates WHERE describer = $describer AND len($patterns) > 0)
+            SELECT text, {hits_sql("text", n_terms)} AS hits
+            FROM (SELECT DISTINCT text FROM candidates WHERE describer = $describer AND {n_terms} > 0)
         ) WHERE hits > 0
     ),
     candidate_matches AS MATERIALIZED (  -- the few candidate rows that say a query word
         SELECT k.unit_id, k.text, t.hits FROM candidates k JOIN candidate_texts t ON t.text = k.text
         WHERE k.describer = $describer
     ),
-    candidate_hits AS (  -- per unit, leaving out the candidate that won (it is the description)
+    candidate_hits AS (
         SELECT m.unit_id, max(m.hits) AS hits, arg_max(m.text, m.hits) AS text
         FROM candidate_matches m JOIN descriptions w ON w.unit_id = m.unit_id AND w.describer = $describer
         WHERE m.text <> w.description
         GROUP BY m.unit_id
     )
-"""
+    """
+
+
+_vector_tables: OrderedDict[tuple[str, int, str | None], duckdb.DuckDBPyConnection] = OrderedDict()
+_vector_lock = threading.Lock()
+
+
+def _text_vectors(catalog: Catalog, describer: str | None) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB table ``texts(text, embedding FLOAT[384])`` of the describer's distinct
+    descriptions, built once per catalog version (path and modification time) and process."""
+    path = catalog.path.resolve()
+    key = (str(path), path.stat().st_mtime_ns, describer)
+    with _vector_lock:
+        if key in _vector_tables:
+            _vector_tables.move_to_end(key)
+            return _vector_tables[key]
+    rows = catalog.con.execute(
+        "SELECT description AS text, embedding FROM descriptions WHERE rowid IN "
+        "(SELECT min(rowid) FROM descriptions WHERE describer = ? GROUP BY description)",
+        [describer],
+    ).fetch_arrow_table()
+    memory = duckdb.connect(":memory:")
+    memory.register("stored", rows)
+    memory.execute(
+        f"CREATE TABLE texts AS SELECT text, CASE WHEN len(embedding) = {EMBEDDING_DIM} "
+        f"THEN embedding::FLOAT[{EMBEDDING_DIM}] END AS embedding FROM stored"
+    )
+    memory.unregister("stored")
+    with _vector_lock:
+        _vector_tables[key] = memory
+        while len(_vector_tables) > VECTOR_CACHE_SIZE:
+            _vector_tables.popitem(last=False)[1].close()
+    return memory
+
+
+def n_patterns(params: dict[str, Any]) -> int:
+    """How many query words a search's parameters carry."""
+    return sum(name.startswith("pattern_") for name in params)
+
+
+def _query_catalog(catalog: Catalog, sql: str, params: dict[str, Any]) -> pd.DataFrame:
+    """Run a search query with its ``text_matches`` (the texts matching the query, computed in
+    memory) visible to it as a table; ``params`` holds the query vector and every other parameter."""
+    params = dict(params)
+    vector = params.pop("vector")
+    patterns = {name: value for name, value in params.items() if name.startswith("pattern_")}
+    if params["has_query"]:
+        cursor = _text_vectors(catalog, params["describer"]).cursor()
+        matches = cursor.execute(
+            text_matches_sql(len(patterns)),
+            {**patterns, "vector": vector, "min_similarity": params["min_similarity"]},
+        ).fetch_arrow_table()
+        cursor.close()
+    else:
+        matches = NO_TEXT_MATCHES
+    catalog.con.register("text_matches", matches)
+    try:
+        return catalog.con.execute(sql, params).df()
+    finally:
+        catalog.con.unregister("text_matches")
+
 
 #: Every unit passing the filters with its match signals, flags and ranking score, in few columns
 #: (a page's details are joined afterwards), then the units that match.
@@ -171,7 +259,7 @@ RANKED_SQL = f"""
         FROM units u
         JOIN layers l ON l.run_id = u.run_id AND l.layer = u.layer
         LEFT JOIN descriptions d ON d.unit_id = u.unit_id AND d.describer = $describer
-        LEFT JOIN texts t ON t.text = d.description
+        LEFT JOIN text_matches t ON t.text = d.description
         LEFT JOIN candidate_hits c ON c.unit_id = u.unit_id
         WHERE (len($run_ids) = 0 OR list_contains($run_ids, u.run_id))
           AND (len($layers) = 0 OR list_contains($layers, u.layer))
@@ -191,12 +279,12 @@ def _search_params(
     catalog: Catalog, query: str, run_ids: Sequence[str] | None, describer: str | None,
     min_similarity: float, filters: dict[str, Any],
 ) -> dict[str, Any]:
-    """The named parameters of TEXT_SIGNALS_SQL and RANKED_SQL for one search."""
+    """The named parameters of one search (``pattern_0`` ... one per query word)."""
     chosen = UnitFilters.from_keywords(filters)
     query = (query or "").strip()
     terms = query_terms(query)
     return {
-        "patterns": term_patterns(terms),
+        **{f"pattern_{i}": pattern for i, pattern in enumerate(term_patterns(terms))},
         "describer": describer if describer is not None else default_describer(catalog),
         "vector": list(query_vector(query)) if query else None,
         "run_ids": list(run_ids or ()),
@@ -240,7 +328,7 @@ def search_units(
     params = _search_params(catalog, query, run_ids, describer, min_similarity, filters)
     params.update(limit=None if limit is None else max(0, int(limit)), offset=max(0, int(offset)))
     sql = f"""
-        WITH {TEXT_SIGNALS_SQL}, {RANKED_SQL},
+        WITH {candidate_signals_sql(n_patterns(params))}, {RANKED_SQL},
         page AS (
             SELECT *, count(*) OVER () AS total FROM matched
             ORDER BY rank_score DESC, run_id, layer_index, unit LIMIT $limit OFFSET $offset
@@ -254,7 +342,7 @@ def search_units(
         LEFT JOIN descriptions d ON d.unit_id = p.unit_id AND d.describer = $describer
         ORDER BY p.rank_score DESC, p.run_id, p.layer_index, p.unit
     """
-    frame = catalog.con.execute(sql, params).df()
+    frame = _query_catalog(catalog, sql, params)
     terms = query_terms(query or "")
     frame["reason"] = [match_reason(row, terms) for row in frame.itertuples()]
     return frame
@@ -276,7 +364,7 @@ def count_matches(
     """
     params = _search_params(catalog, query, run_ids, describer, min_similarity, filters)
     sql = f"""
-        WITH {TEXT_SIGNALS_SQL}, {RANKED_SQL}
+        WITH {candidate_signals_sql(n_patterns(params))}, {RANKED_SQL}
         SELECT k.run_id, r.model, k.layer, k.layer_index, k.matches, k.units FROM (
             SELECT run_id, layer, any_value(layer_index) AS layer_index,
                    count(*) FILTER (WHERE NOT $has_query OR keyword_hit OR semantic_hit) AS matches,
@@ -285,7 +373,7 @@ def count_matches(
         ) k JOIN runs r ON r.run_id = k.run_id
         ORDER BY k.run_id, k.layer_index
     """
-    frame = catalog.con.execute(sql, params).df()
+    frame = _query_catalog(catalog, sql, params)
     frame["share"] = frame.matches / frame.units.clip(lower=1)
     return frame
 
