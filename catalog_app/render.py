@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
 from PIL import Image
 
 from milan_core.catalog import Catalog
-from milan_core.exemplars import mask
+from milan_core.exemplars import dequantise, mask
 
 #: Brightness kept outside the region, and the outline's colour (amber reads on photos).
 DIM = 0.3
@@ -55,29 +56,32 @@ def strip(pictures: list[Image.Image], gap: int = GAP) -> Image.Image:
     return canvas
 
 
-def exemplars_with_thumbnails(catalog: Catalog, unit_id: int, k: int | None = None) -> pd.DataFrame:
-    """A unit's first ``k`` exemplars (all with None): decoded maps, threshold, path and thumbnail."""
-    frame = catalog.exemplars(unit_id)
-    if k is not None:
-        frame = frame.head(k)
-    if frame.empty:
-        return frame.assign(thumbnail=[])
-    thumbnails = catalog.query(
-        "SELECT image_id, thumbnail FROM images WHERE list_contains(?, image_id)",
-        [[int(i) for i in frame.image_id]],
+def exemplar_rows(catalog: Catalog, unit_ids: Sequence[int], k: int | None = None) -> pd.DataFrame:
+    """The first ``k`` exemplars (all with None) of several units in one query: stored map, threshold,
+    path and thumbnail, in unit then rank order (one query for a page of cards, not one per card)."""
+    return catalog.query(
+        "SELECT e.unit_id, e.rank, e.activation, e.amap_min, e.amap_max, e.amap, u.threshold, "
+        "l.map_height, l.map_width, i.path, i.thumbnail FROM exemplars e "
+        "JOIN units u ON u.unit_id = e.unit_id JOIN layers l ON l.run_id = u.run_id AND l.layer = u.layer "
+        "JOIN images i ON i.image_id = e.image_id "
+        "WHERE e.unit_id IN (SELECT unnest(?::BIGINT[])) AND (? IS NULL OR e.rank < ?) ORDER BY e.unit_id, e.rank",
+        [[int(i) for i in unit_ids], k, k],
     )
-    by_id = dict(zip(thumbnails.image_id, thumbnails.thumbnail))
-    return frame.assign(thumbnail=[bytes(by_id[i]) for i in frame.image_id])
+
+
+def draw_exemplars(rows: pd.DataFrame, threshold: float | None = None, size: int | None = None) -> list[tuple[Image.Image, str]]:
+    """One unit's exemplar rows drawn with their regions at ``threshold`` (default: the unit's), with captions."""
+    drawn = []
+    for row in rows.itertuples():
+        amap = dequantise(bytes(row.amap), row.amap_min, row.amap_max, row.map_height, row.map_width)
+        level = row.threshold if threshold is None else threshold
+        caption = f"#{row.rank + 1} {Path(row.path).stem} ({row.activation:.2f})"
+        drawn.append((highlight(bytes(row.thumbnail), amap, level, size), caption))
+    return drawn
 
 
 def highlighted_exemplars(
     catalog: Catalog, unit_id: int, threshold: float | None = None, k: int | None = None, size: int | None = None
 ) -> list[tuple[Image.Image, str]]:
-    """The unit's exemplars drawn with their regions at ``threshold`` (default: the unit's), with captions."""
-    frame = exemplars_with_thumbnails(catalog, unit_id, k)
-    drawn = []
-    for row in frame.itertuples():
-        level = row.threshold if threshold is None else threshold
-        caption = f"#{row.rank + 1} {Path(row.path).stem} ({row.activation:.2f})"
-        drawn.append((highlight(row.thumbnail, row.map, level, size), caption))
-    return drawn
+    """A unit's exemplars drawn with their regions at ``threshold`` (default: the unit's), with captions."""
+    return draw_exemplars(exemplar_rows(catalog, [unit_id], k), threshold, size)

@@ -1,8 +1,8 @@
 """Streamlit pieces the pages share: unit cards with their exemplar strips, cached per unit.
 
-Card pictures are cached with ``st.cache_data`` on (catalog path, modification time, unit, threshold,
-k, size): paging back and forth redraws nothing, and a catalog rewritten by ``describe`` gets fresh
-pictures because its modification time changed.
+Card pictures are cached with ``st.cache_data`` on (catalog path, modification time, unit,
+threshold): paging back and forth redraws nothing, and a catalog rewritten by ``describe`` gets
+fresh pictures because its modification time changed.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import streamlit as st
 from PIL import Image
 
 from catalog_app.common import CatalogKey, catalog_key, unit_link
-from catalog_app.render import highlighted_exemplars, strip
+from catalog_app.render import draw_exemplars, exemplar_rows, highlighted_exemplars, strip
 from milan_core.catalog import Catalog
 
 CARD_EXEMPLARS = 3
@@ -29,10 +29,10 @@ def exemplar_pictures(
 
 
 @st.cache_data(max_entries=2048, show_spinner=False)
-def card_picture(_catalog: Catalog, key: CatalogKey, unit_id: int, threshold: float) -> Image.Image:
-    """The card's strip of the unit's first exemplars at thumbnail size (cached per unit and threshold)."""
-    pictures = highlighted_exemplars(_catalog, unit_id, threshold, CARD_EXEMPLARS)
-    return strip([picture for picture, _ in pictures])
+def card_picture(key: CatalogKey, unit_id: int, threshold: float, _rows: pd.DataFrame) -> Image.Image:
+    """The card's strip of the unit's first exemplars at thumbnail size, cached per (catalog, unit,
+    threshold); ``_rows`` are the unit's exemplar rows, fetched for the whole page in one query."""
+    return strip([picture for picture, _ in draw_exemplars(_rows, threshold)])
 
 
 def picked() -> set[int]:
@@ -48,7 +48,7 @@ def _toggle(unit_id: int, widget_key: str) -> None:
         chosen.discard(unit_id)
 
 
-def unit_card(catalog: Catalog, row: pd.Series) -> None:
+def unit_card(catalog: Catalog, row: pd.Series, exemplars: pd.DataFrame) -> None:
     """One unit: its id (a link to its page), description, scores, why it matched, and its exemplars."""
     with st.container(border=True):
         unit_link(row.run_id, row.key, f"**{row.key}**")
@@ -61,7 +61,8 @@ def unit_card(catalog: Catalog, row: pd.Series) -> None:
             )
         if row.reason != "all units (no query)":
             st.caption(f"why: {row.reason}")
-        st.image(card_picture(catalog, catalog_key(catalog), int(row.unit_id), float(row.threshold)), width="stretch")
+        picture = card_picture(catalog_key(catalog), int(row.unit_id), float(row.threshold), exemplars)
+        st.image(picture, width="stretch")
         widget_key = f"pick_{row.unit_id}"
         st.checkbox(
             "select for export", value=int(row.unit_id) in picked(), key=widget_key,
@@ -71,8 +72,10 @@ def unit_card(catalog: Catalog, row: pd.Series) -> None:
 
 def card_grid(catalog: Catalog, frame: pd.DataFrame) -> None:
     """A page of unit cards, CARDS_PER_ROW to a row."""
+    exemplars = dict(tuple(exemplar_rows(catalog, frame.unit_id.tolist(), CARD_EXEMPLARS).groupby("unit_id")))
+    empty = pd.DataFrame()
     for start in range(0, len(frame), CARDS_PER_ROW):
         columns = st.columns(CARDS_PER_ROW)
         for column, (_, row) in zip(columns, frame.iloc[start : start + CARDS_PER_ROW].iterrows()):
             with column:
-                unit_card(catalog, row)
+                unit_card(catalog, row, exemplars.get(row.unit_id, empty))
