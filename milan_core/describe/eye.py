@@ -45,15 +45,12 @@ def load_eye(name: str) -> LoadedModel:
 
 @dataclass(frozen=True)
 class EyeFeatures:
-    """The eye's spatial features of every exemplar image: ``features[index[path]]``."""
+    """The eye's features at every cell of every exemplar image: rows ``index[path] * g² + cell``."""
 
     index: dict[str, int]
-    features: torch.Tensor  # (N, C, g, g) float16
+    cells: torch.Tensor  # (N * g * g, C) float32
+    grid: int
     classifier: nn.Linear
-
-    @property
-    def grid(self) -> int:
-        return self.features.shape[-1]
 
 
 @torch.inference_mode()
@@ -64,8 +61,10 @@ def see(eye: LoadedModel, views: Sequence[Image.Image], paths: Sequence[str], ba
     for start in tqdm(range(0, len(views), batch_size), desc="eye", unit="batch", leave=False):
         batch = [v.resize((size, size), Image.BICUBIC) for v in views[start : start + batch_size]]
         pixels = torch.stack([eye.preprocessing.to_tensor(v) for v in batch])
-        chunks.append(eye.module.forward_features(pixels).half())
-    return EyeFeatures({p: i for i, p in enumerate(paths)}, torch.cat(chunks), eye.module.classifier)
+        chunks.append(eye.module.forward_features(pixels))
+    features = torch.cat(chunks)  # (N, C, g, g)
+    cells = features.permute(0, 2, 3, 1).reshape(-1, features.shape[1]).contiguous()
+    return EyeFeatures({p: i for i, p in enumerate(paths)}, cells, features.shape[-1], eye.module.classifier)
 
 
 @torch.inference_mode()
@@ -80,11 +79,15 @@ def region_class_probabilities(units: Sequence[UnitView], seen: EyeFeatures, mas
     image_index = torch.tensor([seen.index[p] for p in table.paths], dtype=torch.long)
     n_classes = seen.classifier.out_features
     probs = torch.zeros(len(units), n_classes)
+    cells_per_image = seen.grid * seen.grid
     for part, cover in table.masks(mask_size, pooled=seen.grid):
-        cover = cover.flatten(1)  # (m, g*g)
+        cover = cover.flatten(1)  # (m, g*g): each exemplar's share of every cell of its image
         area = cover.sum(1)
-        features = seen.features[image_index[part]].flatten(2).float()  # (m, C, g*g)
-        pooled = torch.einsum("mcp,mp->mc", features, cover) / area.clamp_min(1e-6)[:, None]
+        # pooled features = a sparse (m, N*g*g) matrix of cell shares times the (N*g*g, C) cells
+        rows = torch.arange(len(cover)).repeat_interleave(cells_per_image)
+        columns = (image_index[part, None] * cells_per_image + torch.arange(cells_per_image)).flatten()
+        shares = torch.sparse_coo_tensor(torch.stack([rows, columns]), cover.flatten(), (len(cover), len(seen.cells)))
+        pooled = torch.sparse.mm(shares, seen.cells) / area.clamp_min(1e-6)[:, None]
         exemplar_probs = seen.classifier(pooled).softmax(-1) * (area > 0)[:, None]
         probs.index_add_(0, table.unit_index[part], exemplar_probs * weights[part, None])
     return probs
