@@ -133,12 +133,10 @@ def describers(catalog: Catalog) -> list[str]:
     return [r[0] for r in rows]
 
 
-#: How many catalogs' description vectors one process keeps in memory (one per catalog version).
-VECTOR_CACHE_SIZE = 4
+#: How many catalog versions' search indexes one process keeps in memory.
+INDEX_CACHE_SIZE = 4
 
-#: The query's signals for every distinct description text, computed in an in-memory DuckDB table of
-#: (text, FLOAT[384] vector): a catalog repeats its descriptions ("dogs" may describe hundreds of
-#: units), and reading 100,000 stored vectors from the file for every query is what would be slow.
+
 def hits_sql(column: str, n_terms: int) -> str:
     """SQL counting how many query words (``$pattern_0`` ...) start a word of ``column``: one
     constant pattern per word, so DuckDB compiles each regular expression once, not once per row."""
@@ -156,90 +154,101 @@ def text_matches_sql(n_terms: int) -> str:
     """
 
 
-NO_TEXT_MATCHES = pa.table(
-    {"text": pa.array([], pa.string()), "hits": pa.array([], pa.int64()), "similarity": pa.array([], pa.float64())}
-)
-
-def candidate_signals_sql(n_terms: int) -> str:
-    """CTEs giving each unit's keyword hits among its candidates, leaving out the candidate that won
-    (it is the description); each distinct candidate text is tested once."""
+def candidate_hits_sql(n_terms: int) -> str:
+    """Per unit, its best keyword hits among the candidates that lost, each distinct text tested once."""
     return f"""
-    candidate_texts AS MATERIALIZED (
-        SELECT text, hits FROM (
-            SELECT text, {hits_sql("text", n_terms)} AS hits
-            FROM (SELECT DISTINCT text FROM candidates WHERE describer = $describer AND {n_terms} > 0)
-        ) WHERE hits > 0
-    ),
-    candidate_matches AS MATERIALIZED (  -- the few candidate rows that say a query word
-        SELECT k.unit_id, k.text, t.hits FROM candidates k JOIN candidate_texts t ON t.text = k.text
-        WHERE k.describer = $describer
-    ),
-    candidate_hits AS (
-        SELECT m.unit_id, max(m.hits) AS hits, arg_max(m.text, m.hits) AS text
-        FROM candidate_matches m JOIN descriptions w ON w.unit_id = m.unit_id AND w.describer = $describer
-        WHERE m.text <> w.description
-        GROUP BY m.unit_id
-    )
+        WITH hit_texts AS MATERIALIZED (
+            SELECT text, hits FROM (SELECT text, {hits_sql("text", n_terms)} AS hits FROM candidate_texts)
+            WHERE hits > 0
+        )
+        SELECT r.unit_id, max(h.hits) AS hits, arg_max(r.text, h.hits) AS text
+        FROM losing_candidates r JOIN hit_texts h ON h.text = r.text GROUP BY r.unit_id
     """
 
 
-_vector_tables: OrderedDict[tuple[str, int, str | None], duckdb.DuckDBPyConnection] = OrderedDict()
-_vector_lock = threading.Lock()
-
-
-def _text_vectors(catalog: Catalog, describer: str | None) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB table ``texts(text, embedding FLOAT[384])`` of the describer's distinct
-    descriptions, built once per catalog version (path and modification time) and process."""
-    path = catalog.path.resolve()
-    key = (str(path), path.stat().st_mtime_ns, describer)
-    with _vector_lock:
-        if key in _vector_tables:
-            _vector_tables.move_to_end(key)
-            return _vector_tables[key]
-    rows = catalog.con.execute(
+#: The search index of one catalog version and describer, in an in-memory DuckDB database:
+#: texts(text, embedding FLOAT[384]) has each distinct description once with its stored vector;
+#: losing_candidates(unit_id, text) the candidates that did not win; candidate_texts their
+#: distinct texts. Descriptions repeat across units ("dogs" may describe hundreds), so patterns and
+#: cosines run once per distinct text, and no query reads 100,000 stored vectors from the file again.
+INDEX_SOURCES = {
+    "texts": (
         "SELECT description AS text, embedding FROM descriptions WHERE rowid IN "
-        "(SELECT min(rowid) FROM descriptions WHERE describer = ? GROUP BY description)",
-        [describer],
-    ).fetch_arrow_table()
+        "(SELECT min(rowid) FROM descriptions WHERE describer = ? GROUP BY description)"
+    ),
+    "losing_candidates": (
+        "SELECT k.unit_id, k.text FROM candidates k "
+        "JOIN descriptions w ON w.unit_id = k.unit_id AND w.describer = k.describer "
+        "WHERE k.describer = ? AND k.text <> w.description"
+    ),
+}
+
+_indexes: OrderedDict[tuple[str, int, str | None], duckdb.DuckDBPyConnection] = OrderedDict()
+_indexes_lock = threading.Lock()
+
+
+def _build_index(catalog: Catalog, describer: str | None) -> duckdb.DuckDBPyConnection:
+    """Read the index's rows from the catalog once and lay them out in memory (see INDEX_SOURCES)."""
     memory = duckdb.connect(":memory:")
-    memory.register("stored", rows)
+    for table, sql in INDEX_SOURCES.items():
+        memory.register("stored", catalog.con.execute(sql, [describer]).fetch_arrow_table())
+        memory.execute(f"CREATE TABLE {table} AS SELECT * FROM stored")
+        memory.unregister("stored")
     memory.execute(
-        f"CREATE TABLE texts AS SELECT text, CASE WHEN len(embedding) = {EMBEDDING_DIM} "
-        f"THEN embedding::FLOAT[{EMBEDDING_DIM}] END AS embedding FROM stored"
+        f"ALTER TABLE texts ALTER embedding TYPE FLOAT[{EMBEDDING_DIM}] USING "
+        f"CASE WHEN len(embedding) = {EMBEDDING_DIM} THEN embedding::FLOAT[{EMBEDDING_DIM}] END"
     )
-    memory.unregister("stored")
-    with _vector_lock:
-        _vector_tables[key] = memory
-        while len(_vector_tables) > VECTOR_CACHE_SIZE:
-            _vector_tables.popitem(last=False)[1].close()
+    memory.execute("CREATE TABLE candidate_texts AS SELECT DISTINCT text FROM losing_candidates")
     return memory
 
 
-def n_patterns(params: dict[str, Any]) -> int:
-    """How many query words a search's parameters carry."""
-    return sum(name.startswith("pattern_") for name in params)
+def _search_index(catalog: Catalog, describer: str | None) -> duckdb.DuckDBPyConnection:
+    """The catalog's search index, built once per catalog version (path and modification time)."""
+    path = catalog.path.resolve()
+    key = (str(path), path.stat().st_mtime_ns, describer)
+    with _indexes_lock:
+        if key in _indexes:
+            _indexes.move_to_end(key)
+            return _indexes[key]
+    memory = _build_index(catalog, describer)
+    with _indexes_lock:
+        _indexes[key] = memory
+        while len(_indexes) > INDEX_CACHE_SIZE:
+            _indexes.popitem(last=False)[1].close()
+    return memory
+
+
+NO_TEXT_MATCHES = pa.table(
+    {"text": pa.array([], pa.string()), "hits": pa.array([], pa.int64()), "similarity": pa.array([], pa.float64())}
+)
+NO_CANDIDATE_HITS = pa.table(
+    {"unit_id": pa.array([], pa.int64()), "hits": pa.array([], pa.int64()), "text": pa.array([], pa.string())}
+)
 
 
 def _query_catalog(catalog: Catalog, sql: str, params: dict[str, Any]) -> pd.DataFrame:
-    """Run a search query with its ``text_matches`` (the texts matching the query, computed in
-    memory) visible to it as a table; ``params`` holds the query vector and every other parameter."""
+    """Run a search query with the query's matching texts (``text_matches``) and units with candidate
+    hits (``candidate_hits``), computed on the in-memory index, visible to it as tables."""
     params = dict(params)
     vector = params.pop("vector")
     patterns = {name: value for name, value in params.items() if name.startswith("pattern_")}
+    matches, candidate_hits = NO_TEXT_MATCHES, NO_CANDIDATE_HITS
     if params["has_query"]:
-        cursor = _text_vectors(catalog, params["describer"]).cursor()
+        cursor = _search_index(catalog, params["describer"]).cursor()
         matches = cursor.execute(
             text_matches_sql(len(patterns)),
             {**patterns, "vector": vector, "min_similarity": params["min_similarity"]},
         ).fetch_arrow_table()
+        if patterns:
+            candidate_hits = cursor.execute(candidate_hits_sql(len(patterns)), patterns).fetch_arrow_table()
         cursor.close()
-    else:
-        matches = NO_TEXT_MATCHES
     catalog.con.register("text_matches", matches)
+    catalog.con.register("candidate_hits", candidate_hits)
     try:
-        return catalog.con.execute(sql, params).df()
+        return catalog.con.execute(sql, {k: v for k, v in params.items() if k not in patterns}).df()
     finally:
         catalog.con.unregister("text_matches")
+        catalog.con.unregister("candidate_hits")
 
 
 #: Every unit passing the filters with its match signals, flags and ranking score, in few columns
@@ -328,7 +337,7 @@ def search_units(
     params = _search_params(catalog, query, run_ids, describer, min_similarity, filters)
     params.update(limit=None if limit is None else max(0, int(limit)), offset=max(0, int(offset)))
     sql = f"""
-        WITH {candidate_signals_sql(n_patterns(params))}, {RANKED_SQL},
+        WITH {RANKED_SQL},
         page AS (
             SELECT *, count(*) OVER () AS total FROM matched
             ORDER BY rank_score DESC, run_id, layer_index, unit LIMIT $limit OFFSET $offset
@@ -364,7 +373,7 @@ def count_matches(
     """
     params = _search_params(catalog, query, run_ids, describer, min_similarity, filters)
     sql = f"""
-        WITH {candidate_signals_sql(n_patterns(params))}, {RANKED_SQL}
+        WITH {RANKED_SQL}
         SELECT k.run_id, r.model, k.layer, k.layer_index, k.matches, k.units FROM (
             SELECT run_id, layer, any_value(layer_index) AS layer_index,
                    count(*) FILTER (WHERE NOT $has_query OR keyword_hit OR semantic_hit) AS matches,
