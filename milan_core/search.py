@@ -10,11 +10,12 @@ unit's rank mixes three signals, each computed inside DuckDB with parameterised 
 * cosine similarity between the query's MiniLM vector (``milan_core.embedding.embed``) and the
   stored description vector (unit vectors, so the inner product is the cosine).
 
-Descriptions repeat across units ("dogs" may describe hundreds), so patterns and cosines are
-computed once per distinct text. The distinct texts' vectors are read from the file once per
-catalog version and process into an in-memory DuckDB table of FLOAT[384] arrays, where
-``array_inner_product`` scores them all per query; reading every stored vector again for each
-query was the slowest part of a search on 100,000 units (see ``bench/bench_app.py``).
+Descriptions and candidates repeat across units ("dogs" may describe hundreds), so patterns and
+cosines are computed once per distinct text, on a search index read from the file once per catalog
+version and process into an in-memory DuckDB database (distinct descriptions with FLOAT[384]
+vectors scored by ``array_inner_product``; the candidates that lost). A query's matching texts and
+candidate hits then join the catalog's units and filters as two small tables. Reading every stored
+vector again for each query was the slowest part of a search on 100,000 units (``bench/bench_app.py``).
 
 Why not DuckDB's full-text-search extension: ``duckdb-ext-fts`` does load offline with the pinned
 DuckDB, but its index is a set of tables that must be created in the searched database, and the app
