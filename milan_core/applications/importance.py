@@ -228,6 +228,10 @@ def format_checks(checks: Sequence[ClassCheck]) -> str:
     header = f"{'concept':12s} {'units':>5s} {'images':>6s} {'drop on X':>9s} {'drop others':>11s} {'random drop on X':>17s}"
     lines = [header]
     for c in checks:
+        if not c.n_units or not c.n_concept_images:
+            why = "no unit's description mentions it" if not c.n_units else "no image of it in the probe set"
+            lines.append(f"{c.concept:12s} {c.n_units:5d} {c.n_concept_images:6d}   - ({why})")
+            continue
         drop_x = 100 * (c.concept_before - c.concept_after)
         drop_o = 100 * (c.other_before - c.other_after)
         drop_r = 100 * (c.concept_before - c.random_concept_after)
