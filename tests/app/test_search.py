@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Callable
 
@@ -9,6 +10,7 @@ import pytest
 
 from described import CANDIDATE_FACE_UNIT, DESCRIBER
 from milan_core.catalog import Catalog
+from milan_core.embedding import embed
 from milan_core.errors import UserError
 from milan_core.search import count_matches, nearest_units, query_terms, search_units
 
@@ -109,3 +111,19 @@ def test_hostile_queries_change_nothing(
         count_matches(catalog, query)
         assert len(catalog.units()) == 1360
     assert file_hash(described_catalog) == before
+
+
+def test_a_rewritten_catalog_is_searched_afresh(described_catalog: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "catalog.duckdb"
+    shutil.copy(described_catalog, copy)
+    with Catalog(copy) as catalog:
+        assert search_units(catalog, "zebra", min_similarity=1.0).empty  # builds the in-memory index
+        unit_id = catalog.unit_id(catalog.run().run_id, "blocks.2:5")
+    with Catalog(copy, writable=True) as catalog, catalog.transaction() as con:
+        con.execute(
+            "UPDATE descriptions SET description = 'zebra stripes', embedding = ? WHERE unit_id = ?",
+            [embed(["zebra stripes"])[0].tolist(), unit_id],
+        )
+    with Catalog(copy) as catalog:
+        found = search_units(catalog, "zebra", min_similarity=1.0)  # keyword hits only
+        assert list(found.key) == ["blocks.2:5"] and found.similarity[0] > 0.7
