@@ -10,10 +10,10 @@ import plotly.express as px
 import streamlit as st
 
 from catalog_app.common import CatalogKey, catalog_key, open_catalog, unit_link
-from milan_core.applications.audit import matching_units
+from milan_core.applications.audit import layer_counts, matching_units
 from milan_core.catalog import Catalog
 from milan_core.errors import UserError
-from milan_core.search import DEFAULT_MIN_SIMILARITY, count_matches
+from milan_core.search import DEFAULT_MIN_SIMILARITY
 
 MAX_LISTED = 200
 
@@ -25,7 +25,7 @@ def cached_audit(_catalog: Catalog, key: CatalogKey, query: str, runs: tuple[str
         units = matching_units(_catalog, query, runs, min_similarity=min_similarity)
     except UserError as error:
         return None, str(error)
-    counts = count_matches(_catalog, query, run_ids=runs, min_similarity=min_similarity)
+    counts = layer_counts(_catalog, units, runs)
     return (counts, units), None
 
 
@@ -39,7 +39,7 @@ def main() -> None:
     runs = st.multiselect("Runs (none: all)", all_runs, key="runs", bind="query-params")
     min_similarity = st.slider(
         "Semantic match threshold", 0.0, 1.0, DEFAULT_MIN_SIMILARITY, 0.05, key="sim", bind="query-params",
-        help="A unit matches when its description or a candidate contains the query's words, "
+        help="A unit matches when its description contains a query word, "
         "or its description's MiniLM cosine similarity to the query reaches this value.",
     )
     if not query.strip():

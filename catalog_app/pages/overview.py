@@ -55,12 +55,12 @@ def main() -> None:
     run = catalog.run(run_id)
     describer = default_describer(catalog)
     evidence = evidence_by_layer(catalog, run_id, describer)
-    cells = st.columns(4)
-    cells[0].metric("Model", run.model)
-    cells[1].metric("Probe images", run.n_images)
-    cells[2].metric("Units", int(evidence.units.sum()))
+    st.caption(f"{run.model} · layers {', '.join(run.layers)} · described by {describer or 'nobody yet'}")
+    cells = st.columns(3)
+    cells[0].metric("Probe images", run.n_images)
+    cells[1].metric("Units", int(evidence.units.sum()))
     described = int(evidence[evidence.evidence_type != "not described"].units.sum())
-    cells[3].metric("Described", f"{described / max(1, evidence.units.sum()):.0%}")
+    cells[2].metric("Described", f"{described / max(1, evidence.units.sum()):.0%}")
     figure = px.bar(
         evidence, x="layer", y="units", color="evidence_type", barmode="stack",
         category_orders={"evidence_type": EVIDENCE_ORDER, "layer": run.layers},

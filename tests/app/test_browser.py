@@ -134,3 +134,11 @@ def test_a_shared_unit_link_opens_the_unit_page(page: "sync_api.Page", app_url: 
     page.locator(".js-plotly-plot .bars").first.wait_for()  # the histogram is drawn
     page.get_by_text('"best_iou"').wait_for()  # and the evidence
     page.screenshot(path=str(ARTIFACTS / "unit_page.png"), full_page=True)
+
+
+def test_the_overview_draws_its_charts(page: "sync_api.Page", app_url: str) -> None:
+    page.goto(f"{app_url}/overview")
+    page.get_by_text("Most used descriptions per layer").wait_for()
+    page.locator(".js-plotly-plot .bars").first.wait_for()
+    assert page.locator(".js-plotly-plot").count() >= 2
+    page.screenshot(path=str(ARTIFACTS / "overview_page.png"), full_page=True)
