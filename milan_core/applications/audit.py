@@ -2,9 +2,9 @@
 
 MILAN counted face-selective units in models trained with and without face-blurred images; this
 is that count for any query and any runs in a catalog, side by side. Matching is
-``milan_core.search`` (a keyword in the description or a losing candidate, or a description whose
-MiniLM meaning is within the similarity threshold), so the audit, the app's search and ``edit``
-agree on what "matches" means.
+``milan_core.search`` (a query word in the description, or a description whose MiniLM meaning is
+within the similarity threshold), so the audit, its app page and ``edit`` agree on what "matches"
+means; the search's hits in losing candidates count only when asked for (``--candidates``).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import pandas as pd
 
 from milan_core.catalog import Catalog
 from milan_core.errors import UserError
-from milan_core.search import DEFAULT_MIN_SIMILARITY, count_matches, search_units
+from milan_core.search import DEFAULT_MIN_SIMILARITY, search_units
 
 
 @dataclass(frozen=True)
@@ -44,9 +44,14 @@ def resolve_runs(catalog: Catalog, run_ids: Sequence[str] | None) -> list[str]:
 
 def matching_units(
     catalog: Catalog, query: str, run_ids: Sequence[str], describer: str | None = None,
-    min_similarity: float = DEFAULT_MIN_SIMILARITY, layers: Sequence[str] = (),
+    min_similarity: float = DEFAULT_MIN_SIMILARITY, layers: Sequence[str] = (), candidates: bool = False,
 ) -> pd.DataFrame:
-    """Every unit of the runs whose description matches the query; a UserError when none does."""
+    """Every unit of the runs whose description matches the query; a UserError when none does.
+
+    The search also counts a query word in a unit's losing candidates; the applications act on
+    what a unit *is described as*, so those hits count only with ``candidates=True`` (a unit
+    described "large areas" with "dog" among its rejected candidates is not a dog unit).
+    """
     if not query.strip():
         raise UserError("--query is empty; give a word or phrase such as \"face\"")
     total = int(catalog.query("SELECT count(*) AS n FROM units").n.iloc[0])
@@ -54,6 +59,8 @@ def matching_units(
         catalog, query, run_ids=run_ids, describer=describer, limit=total,
         min_similarity=min_similarity, layers=tuple(layers),
     )
+    if not candidates:
+        found = found[(found.description_hits > 0) | found.semantic_hit].reset_index(drop=True)
     if found.empty:
         raise UserError(
             f"no unit of {', '.join(run_ids)} has a description matching {query!r} (keyword, or "
@@ -62,14 +69,26 @@ def matching_units(
     return found
 
 
+def layer_counts(catalog: Catalog, units: pd.DataFrame, run_ids: Sequence[str]) -> pd.DataFrame:
+    """run_id, layer, layer_index, matches, units, share for every layer of the runs."""
+    layers = catalog.query(
+        "SELECT run_id, layer, layer_index, n_units AS units FROM layers WHERE list_contains(?, run_id) "
+        "ORDER BY run_id, layer_index",
+        [list(run_ids)],
+    )
+    matches = units.groupby(["run_id", "layer"]).size().rename("matches").reset_index()
+    counts = layers.merge(matches, on=["run_id", "layer"], how="left").fillna({"matches": 0})
+    counts["matches"] = counts.matches.astype(int)
+    return counts.assign(share=counts.matches / counts.units.clip(lower=1))
+
+
 def audit(
     catalog: Catalog, query: str, run_ids: Sequence[str] | None = None, describer: str | None = None,
-    min_similarity: float = DEFAULT_MIN_SIMILARITY,
+    min_similarity: float = DEFAULT_MIN_SIMILARITY, candidates: bool = False,
 ) -> Audit:
     runs = resolve_runs(catalog, run_ids)
-    units = matching_units(catalog, query, runs, describer, min_similarity)
-    counts = count_matches(catalog, query, run_ids=runs, describer=describer, min_similarity=min_similarity)
-    return Audit(query, runs, describer, min_similarity, counts, units)
+    units = matching_units(catalog, query, runs, describer, min_similarity, candidates=candidates)
+    return Audit(query, runs, describer, min_similarity, layer_counts(catalog, units, runs), units)
 
 
 def side_by_side(counts: pd.DataFrame) -> pd.DataFrame:
@@ -84,8 +103,8 @@ def side_by_side(counts: pd.DataFrame) -> pd.DataFrame:
 def format_audit(result: Audit) -> str:
     """The printed report: threshold, the per-layer table, then the matching units."""
     lines = [
-        f"query {result.query!r}: {len(result.units)} matching unit(s); match = keyword in the description "
-        f"or a candidate, or cosine similarity >= {result.min_similarity:g}",
+        f"query {result.query!r}: {len(result.units)} matching unit(s); match = a query word in the "
+        f"description, or cosine similarity >= {result.min_similarity:g}",
         "",
         side_by_side(result.counts).to_string(),
         "",

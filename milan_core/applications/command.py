@@ -60,7 +60,7 @@ def _split(text: str) -> list[str]:
 
 def cmd_audit(args: argparse.Namespace) -> int:
     with Catalog(args.catalog) as catalog:
-        result = audit_module.audit(catalog, args.query, args.run, args.describer, args.min_similarity)
+        result = audit_module.audit(catalog, args.query, args.run, args.describer, args.min_similarity, args.candidates)
     audit_module.store_audit(args.catalog, result)
     print(audit_module.format_audit(result))
     return 0
@@ -107,7 +107,7 @@ def cmd_edit(args: argparse.Namespace) -> int:
         run = catalog.run(args.run)
         layers = importance.chosen_layers(catalog, run.run_id, _split(args.layers)) if args.layers else ()
         matches = audit_module.matching_units(
-            catalog, args.query, [run.run_id], args.describer, args.min_similarity, layers
+            catalog, args.query, [run.run_id], args.describer, args.min_similarity, layers, args.candidates
         )
     units = importance.as_mapping(list(zip(matches.layer, matches.unit.astype(int))))
     model = load_run_model(run)
@@ -136,6 +136,13 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--describer", default=None, help="whose descriptions to read (default: the most used)")
 
 
+def _matching(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--min-similarity", type=float, default=DEFAULT_MIN_SIMILARITY,
+                        help="cosine similarity a description needs to match by meaning")
+    parser.add_argument("--candidates", action="store_true",
+                        help="also match units whose losing candidate descriptions contain the query")
+
+
 def _evaluation(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run", default=None, help="run id (default: the newest run)")
     parser.add_argument("--images", default=None,
@@ -150,8 +157,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _common(audit)
     audit.add_argument("--query", required=True, help='what to look for, e.g. "face"')
     audit.add_argument("--run", action="append", default=None, help="a run to audit (repeat to compare; default: all)")
-    audit.add_argument("--min-similarity", type=float, default=DEFAULT_MIN_SIMILARITY,
-                       help="cosine similarity a description needs to match by meaning")
+    _matching(audit)
     audit.set_defaults(func=cmd_audit)
 
     ablate = subparsers.add_parser("ablate", help="accuracy as units are switched off, by description group")
@@ -173,6 +179,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     edit.add_argument("--query", required=True, help='units to switch off, e.g. "text"')
     edit.add_argument("--out", type=Path, required=True, help="edited model file (.pt)")
     edit.add_argument("--layers", default=None, help="comma-separated layers to edit (default: every layer of the run)")
-    edit.add_argument("--min-similarity", type=float, default=DEFAULT_MIN_SIMILARITY,
-                      help="cosine similarity a description needs to match by meaning")
+    _matching(edit)
     edit.set_defaults(func=cmd_edit)
