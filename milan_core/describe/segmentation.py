@@ -25,6 +25,7 @@ from milan_core.hooks import LayerRecorder
 from milan_core.models import LoadedModel, Preprocessing
 
 MASK_SIZE = 112  # IoU is measured at this resolution of the model's view
+FIRST_STUFF_ID = 92  # COCO panoptic: ids from 92 on are stuff (sky, grass, wall), below are things
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,11 @@ def read_classes(path: Path) -> dict[int, str]:
     if not isinstance(classes, dict):
         raise UserError(f"{path} has no 'classes:' mapping of id: name")
     return {int(k): str(v) for k, v in classes.items() if int(k) != 0}
+
+
+def concept_word(name: str) -> str:
+    """A COCO panoptic name as a word: ``sky-other-merged`` -> ``sky``, ``door-stuff`` -> ``door``."""
+    return name.split("-")[0].replace("_", " ")
 
 
 def mask_view(mask: Image.Image, preprocessing: Preprocessing, size: int = MASK_SIZE) -> torch.Tensor:

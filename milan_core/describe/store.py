@@ -57,7 +57,7 @@ def load_run_view(catalog: Catalog, run_id: str | None) -> RunView:
         )
         units.append(UnitView(int(unit_id), first.layer, int(first.unit), float(first.threshold),
                               exemplars))
-    return RunView(run.run_id, run.model, probe_root, _preprocessing(run), tuple(units))
+    return RunView(run.run_id, run.model, probe_root, _preprocessing(run), tuple(units), run.config.get("weights"))
 
 
 def _vectors(texts: Sequence[str]) -> dict[str, list[float]]:

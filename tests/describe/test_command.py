@@ -81,7 +81,23 @@ def test_unit_with_all_zero_maps_gets_the_honest_label(small_catalog: Path, tmp_
     with Catalog(path) as catalog:
         row = catalog.query("SELECT description, evidence_type, confidence FROM descriptions WHERE unit_id = ?",
                             [unit_id]).iloc[0]
-    assert (row.description, row.evidence_type) == (NO_EVIDENCE_TEXT, "none") and row.confidence <= 0.05
+    assert (row.description, row.evidence_type) == (NO_EVIDENCE_TEXT, "none") and row.confidence == pytest.approx(0.05)
+
+
+def test_labelled_masks_add_concepts_with_their_iou(coco: Path, coco_subset: tuple[Path, Path], tmp_path: Path) -> None:
+    from milan_core.config import DissectConfig
+    from milan_core.dissect import dissect
+
+    images, masks = coco_subset
+    path = tmp_path / "coco.duckdb"
+    dissect(DissectConfig(images=str(images), layers=("blocks.6",), k=3, workers=0), path)
+    describe_run(path, None, f"evidence:masks={masks},classes={coco / 'classes.yaml'}")
+    with Catalog(path) as catalog:
+        candidates = catalog.query("SELECT text FROM candidates")
+        evidence = [json.loads(e) for e in catalog.query("SELECT evidence FROM descriptions").evidence]
+    labelled = [e for e in evidence if "best_iou" in e]
+    assert labelled and all(0 < e["iou"] <= e["best_iou"] <= 1 for e in labelled)
+    assert {"person", "sky"} & set(candidates.text)
 
 
 @pytest.mark.parametrize(
@@ -90,6 +106,7 @@ def test_unit_with_all_zero_maps_gets_the_honest_label(small_catalog: Path, tmp_
         (["--run", "nope"], "unknown run"),
         (["--describer", "nope"], "unknown describer"),
         (["--describer", "evidence:no-such-eye"], "eye model"),
+        (["--describer", "evidence:masks=only"], "--describer evidence"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(small_catalog: Path, tmp_path: Path, capsys, arguments, message) -> None:

@@ -35,14 +35,8 @@ def test_final_layer_on_the_small_catalog(described_catalog: Path, tmp_path: Pat
     assert rows["evidence", "similarity"] > rows["constant", "similarity"]
 
 
-def test_segmentation_on_a_few_coco_images(coco: Path, tmp_path: Path) -> None:
-    images = tmp_path / "images"
-    masks = tmp_path / "masks"
-    images.mkdir()
-    masks.mkdir()
-    for mask in sorted((coco / "masks").glob("*.png"))[:6]:
-        shutil.copy(mask, masks / mask.name)
-        shutil.copy(coco / "images" / f"{mask.stem}.jpg", images / f"{mask.stem}.jpg")
+def test_segmentation_on_a_few_coco_images(coco: Path, coco_subset: tuple[Path, Path], tmp_path: Path) -> None:
+    images, masks = coco_subset
     out = tmp_path / "seg.csv"
     code = main(["evaluate", "segmentation", "--images", str(images), "--masks", str(masks),
                  "--classes", str(coco / "classes.yaml"), "--layers", "blocks.6", "--k", "3", "--csv", str(out)])

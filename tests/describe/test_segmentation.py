@@ -6,8 +6,8 @@ import pytest
 import torch
 from PIL import Image
 
-from milan_core.describe.evaluate import concept_word, names_concept
-from milan_core.describe.segmentation import accumulate_iou, mask_view
+from milan_core.describe.evaluate import names_concept
+from milan_core.describe.segmentation import accumulate_iou, concept_word, mask_view
 from milan_core.models import Preprocessing
 
 
