@@ -126,13 +126,13 @@ def describe_units(work: Path) -> Path:
     return catalog
 
 
-def text_units(catalog_path: Path) -> tuple[list[tuple[str, int]], list[str]]:
-    """Units whose descriptions match any of QUERIES, and their descriptions."""
+def text_units(catalog_path: Path, candidates: bool) -> tuple[list[tuple[str, int]], list[str]]:
+    """Units whose descriptions (or, with ``candidates``, losing candidates) match any of QUERIES."""
     found = {}
     with Catalog(catalog_path) as catalog:
         for query in QUERIES:
             try:
-                matches = matching_units(catalog, query, ["text-probe"])
+                matches = matching_units(catalog, query, ["text-probe"], candidates=candidates)
             except UserError:
                 continue
             found.update({(r.layer, int(r.unit)): r.description for r in matches.itertuples()})
@@ -144,6 +144,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, required=True, help="a scratch folder (rewritten)")
     parser.add_argument("--per-class", type=int, default=40)
     parser.add_argument("--trials", type=int, default=5)
+    parser.add_argument("--candidates", action="store_true", help="also match units by their losing candidates")
     args = parser.parse_args()
     torch.manual_seed(0)
     base = load_model("efficientnet-lite0")
@@ -151,7 +152,7 @@ def main() -> None:
     build_sets(args.work, photos, base)
     edited = _with_head(base, fit_head(base, args.work / "train", len(photos)))
     catalog = describe_units(args.work)
-    units, descriptions = text_units(catalog)
+    units, descriptions = text_units(catalog, args.candidates)
     with Catalog(catalog) as c:
         all_units = c.query(
             "SELECT layer, unit, NULL AS description FROM units WHERE run_id = 'text-probe' ORDER BY layer, unit"
@@ -167,7 +168,9 @@ def main() -> None:
         rows.append((name, len(probe.labels), base_acc, text_acc, float(np.mean(random)), float(np.std(random))))
     print(f"classes: {', '.join(f'{k} ({len(v)})' for k, v in photos.items())}; layers {', '.join(LAYERS)} "
           f"({len(all_units)} units)")
-    print(f"units matching {' / '.join(QUERIES)}: {len(units)}")
+    how = "descriptions or losing candidates" if args.candidates else "descriptions"
+    print(f"units whose {how} match {' / '.join(QUERIES)}: {len(units)}"
+          + ("" if units else " (nothing to switch off: the 'text off' columns are empty)"))
     for (layer, unit), text in zip(units, descriptions):
         print(f"  {layer}:{unit}  {text}")
     print(f"\n{'images':8s} {'n':>4s} {'unedited':>9s} {'text off':>9s} {'random off (mean ± sd, ' + str(args.trials) + ' trials)':>36s}")

@@ -18,6 +18,7 @@ from typing import Iterator
 import torch
 
 from milan_core.applications import audit as audit_module
+from milan_core.applications import concepts
 from milan_core.applications import importance
 from milan_core.applications.editing import edit_payload
 from milan_core.applications.evaluation import AblationEvaluator, load_labelled_probe
@@ -73,7 +74,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
         raise UserError(f"unknown order {', '.join(unknown)}; choose from: {', '.join(importance.ORDERS)}")
     concept_names = _split(args.concepts)
     for concept in concept_names:
-        importance.concepts.concept_synset(concept)
+        concepts.concept_synset(concept)  # an unknown noun fails before any work
     with Catalog(args.catalog) as catalog:
         run = catalog.run(args.run)
         layers = importance.chosen_layers(catalog, run.run_id, _split(args.layers) if args.layers else None)
