@@ -1,6 +1,6 @@
 """The catalog browser: ``streamlit run catalog_app/app.py`` (see ``catalog_app/common.py``).
 
-Draws the sidebar's catalog field, lists the pages (the built-in ones, then any other file in
+Lists the pages (the built-in ones, then any other file in
 ``pages/``) and runs the chosen one, closing the catalog afterwards so writers are never locked out.
 """
 
@@ -15,7 +15,7 @@ if str(APP_DIR.parent) not in sys.path:  # `streamlit run` puts only this folder
 
 import streamlit as st  # noqa: E402
 
-from catalog_app.common import catalog_sidebar, close_catalogs  # noqa: E402
+from catalog_app.common import close_catalogs  # noqa: E402
 
 #: The built-in pages in menu order: (file in pages/, title, icon).
 BUILT_IN = (
@@ -42,7 +42,6 @@ def pages() -> list[st.Page]:
 
 def main() -> None:
     st.set_page_config(page_title="Neuron catalog", page_icon=":material/neurology:", layout="wide")
-    catalog_sidebar()
     page = st.navigation(pages())
     try:
         page.run()

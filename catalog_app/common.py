@@ -2,10 +2,9 @@
 
 How the app is put together (``streamlit run catalog_app/app.py``):
 
-* ``app.py`` is the entrypoint. It draws the sidebar's catalog field (``catalog_sidebar``), builds
-  the navigation with ``st.navigation`` and runs the chosen page, then closes every catalog the
-  page opened, so the file is only held while a page is drawn and a writer (``dissect``,
-  ``describe``) can always get at it between runs.
+* ``app.py`` is the entrypoint. It builds the navigation with ``st.navigation`` and runs the chosen
+  page, then closes every catalog the page opened, so the file is only held while a page is drawn
+  and a writer (``dissect``, ``describe``) can always get at it between runs.
 * Each page is a plain script in ``catalog_app/pages/``. **To add a page, drop a ``.py`` file
   there**: ``app.py`` lists it after the built-in pages, titled from its file name
   (``audit.py`` -> "Audit", URL ``/audit``). A page starts with::
@@ -18,8 +17,8 @@ How the app is put together (``streamlit run catalog_app/app.py``):
 
   and keeps its state in widgets bound to the URL (``key="q", bind="query-params"``), so every
   view is a link someone can share. Link to a unit with ``unit_link(run_id, key)``.
-* ``open_catalog()`` takes the path from the sidebar field, else ``MILAN_CATALOG``, else
-  ``data/catalog.duckdb``; opens it read-only; and when it is missing, empty, or from a newer
+* ``open_catalog()`` draws the sidebar's catalog field (call it once per page run) and takes the
+  path from it, else ``MILAN_CATALOG``, else ``data/catalog.duckdb``; opens it read-only; and when it is missing, empty, or from a newer
   schema, says so in one sentence with the command to make one and returns None (never a traceback).
 * Cache with ``st.cache_data`` on ``catalog_key(catalog)`` (path and modification time), passing the
   open catalog itself as an argument whose name starts with ``_`` (not hashed).
@@ -40,6 +39,7 @@ from milan_core.errors import UserError
 DEFAULT_CATALOG = Path("data/catalog.duckdb")
 CATALOG_ENV = "MILAN_CATALOG"
 PATH_KEY = "catalog_path"
+FIELD_KEY = "catalog_field"
 
 #: Catalogs opened during the current script run, per session thread; ``close_catalogs`` ends them.
 _opened = threading.local()
@@ -57,17 +57,23 @@ def default_catalog_path() -> Path:
     return Path(os.environ.get(CATALOG_ENV) or DEFAULT_CATALOG)
 
 
-def catalog_sidebar() -> None:
-    """The sidebar's catalog field (drawn once per run by ``app.py``, before the page)."""
-    st.sidebar.text_input(
-        "Catalog file", value=str(default_catalog_path()), key=PATH_KEY,
-        help=f"A DuckDB catalog made by `python -m milan_core dissect`; default from ${CATALOG_ENV}.",
-    )
+def _remember_path() -> None:
+    st.session_state[PATH_KEY] = st.session_state[FIELD_KEY]
 
 
 def catalog_path() -> Path:
-    """The catalog the person asked for: the sidebar field, else the environment, else the default."""
-    chosen = str(st.session_state.get(PATH_KEY) or "").strip()
+    """The catalog the person asked for: the sidebar field, else the environment, else the default.
+
+    The field is drawn by the page: a widget drawn by ``app.py`` itself loses its value when changed
+    under ``st.navigation`` in this Streamlit. Its value is also kept under a session key of its
+    own, so it survives switching pages.
+    """
+    chosen = str(st.session_state.get(PATH_KEY) or default_catalog_path())
+    st.sidebar.text_input(
+        "Catalog file", value=chosen, key=FIELD_KEY, on_change=_remember_path,
+        help=f"A DuckDB catalog made by `python -m milan_core dissect`; default from ${CATALOG_ENV}.",
+    )
+    chosen = str(st.session_state.get(FIELD_KEY) or "").strip()
     return Path(chosen).expanduser() if chosen else default_catalog_path()
 
 

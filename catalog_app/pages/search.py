@@ -105,7 +105,8 @@ def main() -> None:
     if catalog is None:
         st.stop()
     key = catalog_key(catalog)
-    options = filter_controls(catalog_choices(catalog, key))
+    choices = catalog_choices(catalog, key)
+    options = filter_controls(choices)
     query = st.text_input(
         "Search descriptions", key="q", bind="query-params", placeholder="e.g. face, stripes, blue sky",
         max_chars=10_000,
@@ -116,7 +117,9 @@ def main() -> None:
         page = 1
         results = cached_search(catalog, key, query, page_options(options, page))
     total = int(results.total.iloc[0]) if len(results) else 0
-    if total == 0:
+    if total == 0 and not choices["describers"]:
+        st.info(f"No unit has a description yet; add them with: python -m milan_core describe --catalog {catalog.path}")
+    elif total == 0:
         st.info("No unit matches; try another word or loosen the filters.")
     else:
         first = (page - 1) * PAGE_SIZE

@@ -120,6 +120,19 @@ def test_missing_empty_and_newer_catalogs_get_a_sentence_not_a_traceback(
         assert [sentence in info.value for info in app.info] == [True]
 
 
+def test_the_sidebar_field_switches_catalogs(
+    monkeypatch: pytest.MonkeyPatch, described_catalog: Path, small_catalog: Path
+) -> None:
+    app = run_app(monkeypatch, described_catalog, q="face")
+    assert matching(app).startswith("3 matching units")
+    app.text_input(key="catalog_field").input(str(small_catalog)).run()  # dissected, not described
+    assert not app.exception
+    assert [info.value.startswith("No unit has a description yet") for info in app.info] == [True]
+    app.run()  # the choice holds on the next run
+    assert app.text_input(key="catalog_field").value == str(small_catalog)
+    assert [info.value.startswith("No unit has a description yet") for info in app.info] == [True]
+
+
 MALFORMED = [
     {"page": "abc"}, {"page": "-4"}, {"page": "9999"}, {"conf": "lots"}, {"sim": "7"}, {"score": "nan"},
     {"layer": ["no-such-layer", "'; DROP TABLE units; --"]}, {"evidence": "💥"}, {"runs": "x" * 10_000},

@@ -142,3 +142,16 @@ def test_the_overview_draws_its_charts(page: "sync_api.Page", app_url: str) -> N
     page.locator(".js-plotly-plot .bars").first.wait_for()
     assert page.locator(".js-plotly-plot").count() >= 2
     page.screenshot(path=str(ARTIFACTS / "overview_page.png"), full_page=True)
+
+
+def test_the_sidebar_field_opens_another_catalog(page: "sync_api.Page", app_url: str, small_catalog: Path) -> None:
+    page.goto(f"{app_url}/?q=face")
+    page.get_by_text("3 matching units").wait_for()
+    field = page.get_by_role("textbox", name="Catalog file")
+    field.fill(str(small_catalog))  # dissected, not described
+    field.press("Enter")
+    page.get_by_text("No unit has a description yet").wait_for()
+    assert page.get_by_role("textbox", name="Catalog file").input_value() == str(small_catalog)
+    page.get_by_role("link", name="Overview").click()  # the choice holds on another page
+    page.get_by_text("No descriptions yet").wait_for()
+    assert page.get_by_role("textbox", name="Catalog file").input_value() == str(small_catalog)
