@@ -86,7 +86,8 @@ def region_class_probabilities(units: Sequence[UnitView], seen: EyeFeatures, mas
         # pooled features = a sparse (m, N*g*g) matrix of cell shares times the (N*g*g, C) cells
         rows = torch.arange(len(cover)).repeat_interleave(cells_per_image)
         columns = (image_index[part, None] * cells_per_image + torch.arange(cells_per_image)).flatten()
-        shares = torch.sparse_coo_tensor(torch.stack([rows, columns]), cover.flatten(), (len(cover), len(seen.cells)))
+        shares = torch.sparse_coo_tensor(torch.stack([rows, columns]), cover.flatten(), (len(cover), len(seen.cells)),
+                                         check_invariants=False)  # built in range above
         pooled = torch.sparse.mm(shares, seen.cells) / area.clamp_min(1e-6)[:, None]
         exemplar_probs = seen.classifier(pooled).softmax(-1) * (area > 0)[:, None]
         probs.index_add_(0, table.unit_index[part], exemplar_probs * weights[part, None])

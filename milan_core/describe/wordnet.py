@@ -22,7 +22,8 @@ import torch
 N_CLASSES = 1000
 MIN_DEPTH = 6
 #: A speaker names a photo of class c by a synset k hypernym steps above it with weight DECAY**k
-#: (normalised over c's synsets): people say "tench" more than "fish", "fish" more than "vertebrate".
+#: (1 for the class itself, so its p(d|E) keeps the eye's scale against attribute phrases): people
+#: say "tench" more than "fish", "fish" more than "vertebrate".
 #: With it, a hypernym wins the PMI rule when the eye's evidence is spread over its kinds, not when
 #: one kind is clear; with equal weights (1.0), "dog" would beat every breed the eye half-recognises.
 GENERALITY_DECAY = 0.7
@@ -128,7 +129,7 @@ def imagenet_hierarchy(min_depth: int = MIN_DEPTH) -> Hierarchy:
     keep = _most_specific_columns(lift > 0, np.asarray(depths), {columns[name] for name in class_names})
     lift = lift[:, keep]
     return Hierarchy(tuple(str(n) for n in np.asarray(list(columns))[keep]), tuple(str(t) for t in np.asarray(texts)[keep]),
-                     np.asarray(depths)[keep], (lift / lift.sum(1, keepdim=True)).contiguous())
+                     np.asarray(depths)[keep], lift.contiguous())
 
 
 def _hypernym_distances(synset) -> dict[str, int]:
