@@ -47,15 +47,24 @@ def cmd_describe(args: argparse.Namespace) -> int:
 
 
 def _described_run(args: argparse.Namespace, layers: tuple[str, ...], workdir: Path) -> tuple[Path, str, str]:
-    """The catalog, run and describer to evaluate: the given catalog's run, or a fresh dissection.
+    """The catalog, run and describer to evaluate.
 
-    A fresh run is dissected into ``workdir`` (the describer sees only its images) and described.
+    With ``--catalog``, its run as described (described now only if that describer has not yet);
+    otherwise a fresh dissection into ``workdir`` (the describer sees only its images), described.
     """
     from milan_core.dissect import dissect
 
+    name = (args.describer or DEFAULT_DESCRIBER).partition(":")[0]
     if args.catalog is not None:
+        with Catalog(args.catalog) as catalog:
+            run_id = catalog.run(args.run).run_id
+            described = catalog.query(
+                "SELECT count(*) AS n FROM descriptions JOIN units USING (unit_id) WHERE run_id = ? AND describer = ?",
+                [run_id, name],
+            ).n[0]
+        if described:
+            return args.catalog, run_id, name
         path = args.catalog
-        run_id = args.run
     else:
         path = workdir / "catalog.duckdb"
         config = DissectConfig(model=args.model, images=str(args.images), layers=layers, k=args.k,
@@ -96,7 +105,8 @@ def cmd_evaluate_segmentation(args: argparse.Namespace) -> int:
 def _add_evaluation_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=DEFAULT_MODEL, help="model to dissect when no --catalog is given")
     parser.add_argument("--images", type=Path, default=None, help="probe images to dissect when no --catalog is given")
-    parser.add_argument("--catalog", type=Path, default=None, help="an existing catalog (skips the dissection)")
+    parser.add_argument("--catalog", type=Path, default=None,
+                        help="an existing catalog: evaluates its descriptions (describes the run if it has none)")
     parser.add_argument("--run", default=None, help="run id in --catalog (default: the newest)")
     parser.add_argument("--describer", default=None, help="describer to evaluate (default: evidence)")
     parser.add_argument("--k", type=int, default=15, help="exemplars per unit for a fresh dissection")
