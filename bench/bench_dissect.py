@@ -28,11 +28,20 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from milan_core.config import DissectConfig  # noqa: E402
-from milan_core.dissect import dissect  # noqa: E402
+from milan_core.dissect import dissect, empty_state  # noqa: E402
 from milan_core.images import ProbeDataset, find_images, iterate_batches  # noqa: E402
 from milan_core.models import load_model  # noqa: E402
 
 DEFAULT_IMAGES = ROOT.parent / "shared" / "data" / "imagenet-samples"
+
+
+def state_megabytes() -> float:
+    """Size of the per-unit statistics the job keeps (fixed by units, k, map sizes and bins)."""
+    loaded = load_model("efficientnet-lite0")
+    state = empty_state(loaded, DissectConfig())
+    tensors = [t for stats in state.layers.values() for part in stats.state().values() if isinstance(part, dict)
+               for t in part.values()]
+    return sum(t.numel() * t.element_size() for t in tensors) / 2**20
 
 
 def bare_forward_seconds(images: Path, batch_size: int, workers: int) -> float:
@@ -118,6 +127,7 @@ def main() -> None:
         small = max(1, n_images // 4)
         rss_small = peak_rss_mb(args.images, small, args.batch_size, args.workers, Path(tmp) / "rss1.duckdb")
         rss_all = peak_rss_mb(args.images, n_images, args.batch_size, args.workers, Path(tmp) / "rss2.duckdb")
+        print(f"statistics state kept by the job: {state_megabytes():.1f} MB, whatever the number of images")
         print(f"peak RSS: {rss_small:.0f} MB for {small} images, {rss_all:.0f} MB for {n_images} images "
               f"({100 * (rss_all - rss_small) / rss_small:+.1f}%; goal within 10%)")
 
