@@ -29,6 +29,7 @@ class ExemplarTable:
     activations: torch.Tensor  # (M,)
     thresholds: torch.Tensor  # (M,)
     maps: list[np.ndarray]
+    whole: torch.Tensor  # (M,) bool: a 1x1 map, the exemplar is its whole image
 
     @classmethod
     def of(cls, units: Sequence[UnitView]) -> "ExemplarTable":
@@ -39,6 +40,7 @@ class ExemplarTable:
             activations=torch.tensor([r[1].activation for r in rows], dtype=torch.float32),
             thresholds=torch.tensor([r[2] for r in rows], dtype=torch.float32),
             maps=[r[1].map for r in rows],
+            whole=torch.tensor([r[1].map.size == 1 for r in rows], dtype=torch.bool),
         )
 
     def __len__(self) -> int:
@@ -74,15 +76,21 @@ def _chunk_masks(maps: list[np.ndarray], thresholds: torch.Tensor, size: int) ->
 
 
 def exemplar_weights(table: ExemplarTable, n_units: int) -> torch.Tensor:
-    """(M,) weights summing to 1 within each unit: each exemplar's peak activation above the threshold.
+    """(M,) weights summing to 1 within each unit: how much each exemplar speaks for the unit.
 
-    The threshold is where the unit's concept begins (its masks are what lies above it), so only
-    the part of an activation above it is evidence: an image that excites the unit far beyond the
-    rest (the one photo of a logit unit's class among look-alikes) dominates, a set of similar
-    exemplars counts evenly, and a unit whose exemplars never reach the threshold gets no weight.
+    The threshold is where the unit's concept begins (its masks are what lies above it), so an
+    exemplar below it is no evidence. Above it, a unit with maps counts each exemplar's peak
+    activation above the threshold: the regions differ, and a set of similar exemplars counts
+    evenly. A whole-image unit (1x1: a logit, a pooled feature) has no region to say which part of
+    its exemplars it means, and its activation is on a log scale (a logit is a log-odds), so its
+    exemplars count as a softmax of their activations: the one photo of a logit unit's class
+    outweighs its look-alikes unless they excite the unit almost as much.
     On a small probe set the threshold can equal the top activation; reaching it still counts.
     """
     reached = table.activations >= table.thresholds
-    raw = (table.activations - table.thresholds).clamp_min(0.0) + TIE_WEIGHT * reached
+    margin = (table.activations - table.thresholds).clamp_min(0.0) + TIE_WEIGHT * reached
+    peak = torch.full((n_units,), -torch.inf).scatter_reduce_(0, table.unit_index, table.activations, "amax")
+    softmax = torch.exp(table.activations - peak[table.unit_index]) * reached
+    raw = torch.where(table.whole, softmax, margin)
     totals = torch.zeros(n_units).index_add_(0, table.unit_index, raw)
     return raw / totals[table.unit_index].clamp_min(1e-12)

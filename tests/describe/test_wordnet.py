@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from milan_core.describe.base import Exemplar, RunView, UnitView
-from milan_core.describe.eye import choose_eye, load_eye, region_class_probabilities, see
-from milan_core.describe.wordnet import imagenet_hierarchy
+from milan_core.describe.eye import MIN_EYE_SIZE, choose_eye, eye_size, load_eye, region_class_probabilities, see
+from milan_core.describe.wordnet import cached_hierarchy, imagenet_hierarchy
 from milan_core.errors import UserError
 from milan_core.models import LoadedModel
 
@@ -34,11 +34,26 @@ def test_breeds_lift_to_dog_and_animal_but_not_to_vehicle() -> None:
     assert "requiem shark" not in hierarchy.texts  # one class under it: the class speaks for it
 
 
+def test_hierarchy_is_built_once_then_read_from_the_cache(tmp_path: Path) -> None:
+    built = cached_hierarchy(tmp_path)
+    assert len(list(tmp_path.glob("imagenet-hierarchy-*.pt"))) == 1
+    read = cached_hierarchy(tmp_path)
+    assert read.synsets == built.synsets and read.texts == built.texts
+    assert torch.equal(read.lift, built.lift) and (read.depths == built.depths).all()
+    assert "dog" in read.texts and read.lift.shape == (1000, len(read.synsets))
+
+
 def test_eye_is_never_the_dissected_model() -> None:
     assert choose_eye("efficientnet-lite0") == "efficientnet-lite2"
     assert choose_eye("efficientnet-lite2") == "efficientnet-lite1"
     with pytest.raises(UserError, match="eye model"):
         load_eye("no-such-eye")
+
+
+def test_eye_sees_views_at_their_own_size_within_bounds() -> None:
+    assert eye_size(224, 260) == 224  # lite0's view: no upscaling that adds no detail
+    assert eye_size(32, 260) == MIN_EYE_SIZE  # a CIFAR view is still enlarged for an ImageNet eye
+    assert eye_size(384, 260) == 260  # a large view is shrunk to the eye's own input
 
 
 def test_eye_sees_dogs_and_cars_in_real_photos(lite0: LoadedModel, imagenet_samples: Path) -> None:
