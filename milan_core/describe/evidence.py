@@ -70,8 +70,8 @@ class EvidenceDescriber:
         eye_name = self.eye_name or choose_eye(run.model)
         eye = load_eye(eye_name)
         hierarchy = imagenet_hierarchy()
-        paths = run.image_paths()
-        views = {p: run.view(p) for p in paths}
+        views = run.views()
+        paths = list(views)
         seen = see(eye, [views[p] for p in paths], paths)
         class_probs = region_class_probabilities(run.units, seen, run.preprocessing.input_size)
         synset_probs = hierarchy.lift_probabilities(class_probs)

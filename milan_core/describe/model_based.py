@@ -83,10 +83,6 @@ def unit_regions(run: RunView, views: dict[str, Image.Image]) -> Iterator[tuple[
         yield unit, [highlighted(views[path], m) for path, m in zip(table.paths, masks)]
 
 
-def _views(run: RunView) -> dict[str, Image.Image]:
-    return {path: run.view(path) for path in run.image_paths()}
-
-
 def _clean(text: str) -> str:
     return " ".join(text.strip().lower().split())
 
@@ -191,7 +187,7 @@ class CaptionerDescriber:
         from tqdm import tqdm
 
         proposals = []
-        for unit, regions in tqdm(unit_regions(run, _views(run)), total=len(run.units), desc="caption", unit="unit"):
+        for unit, regions in tqdm(unit_regions(run, run.views()), total=len(run.units), desc="caption", unit="unit"):
             pixels = self._pixels(regions)
             texts = self._captions(pixels[:PROPOSING_EXEMPLARS]) or ["something"]
             likelihood = self.captioner.captioned(pixels, texts).mean(axis=0)
@@ -268,7 +264,7 @@ class ClipDescriber:
         texts = self._text_vectors()
         scale = float(self.model.logit_scale.exp()) if hasattr(self.model, "logit_scale") else 100.0
         proposals = []
-        for _, regions in tqdm(unit_regions(run, _views(run)), total=len(run.units), desc="clip", unit="unit"):
+        for _, regions in tqdm(unit_regions(run, run.views()), total=len(run.units), desc="clip", unit="unit"):
             pixels = self.image_processor(images=regions, return_tensors="pt")["pixel_values"]
             images = self._unit_vectors(self.model.get_image_features(pixel_values=pixels))
             probs = torch.softmax(scale * images @ texts.T, dim=-1).mean(dim=0)

@@ -115,9 +115,9 @@ def test_captioner_likelihood_is_the_mean_teacher_forced_log_probability(models_
     assert len(proposals) == 3 and all(proposals)
     # Recompute one candidate's likelihood from the model's own loss, exemplar by exemplar.
     unit, candidate = run_view.units[0], proposals[0][0]
-    from milan_core.describe.model_based import _views, unit_regions
+    from milan_core.describe.model_based import unit_regions
 
-    regions = next(unit_regions(replace(run_view, units=(unit,)), _views(run_view)))[1]
+    regions = next(unit_regions(replace(run_view, units=(unit,)), run_view.views()))[1]
     pixels = describer._pixels(regions)
     ids = describer.captioner.tokenizer([candidate.text], return_tensors="pt")["input_ids"][:, 1:]
     per_exemplar = []
