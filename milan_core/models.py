@@ -178,6 +178,17 @@ def load_model(name: str, weights: Path | None = None) -> LoadedModel:
     return LoadedModel(name, _for_cpu(module), preprocessing, str(weights) if weights else "random")
 
 
+def load_recorded_model(name: str, weights: str | None) -> LoadedModel:
+    """The model a run recorded, loaded again without the "random weights" warning.
+
+    The run's own record says which weights it used (or that it used random ones, on purpose),
+    so re-loading it for a later stage (describe, ablate, edit) has nothing to warn about.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return load_model(name, Path(weights) if weights else None)
+
+
 def _for_cpu(module: nn.Module) -> nn.Module:
     """Eval mode, channels-last weights: convolutions then run in channels-last on the CPU, which
     made EfficientNet-Lite0's forward pass 1.5x faster here (1.46 s -> 0.99 s a batch of 32);

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -25,7 +24,7 @@ from milan_core.applications.evaluation import AblationEvaluator, load_labelled_
 from milan_core.catalog import Catalog, RunRecord
 from milan_core.cli import DEFAULT_CATALOG
 from milan_core.errors import UserError
-from milan_core.models import LoadedModel, load_model
+from milan_core.models import LoadedModel, load_recorded_model
 from milan_core.search import DEFAULT_MIN_SIMILARITY
 
 DEFAULT_ORDERS = "animal,artefact,colour,texture,specificity"
@@ -34,10 +33,7 @@ DEFAULT_CONCEPTS = "dog,bird,car"
 
 def load_run_model(run: RunRecord) -> LoadedModel:
     """The model a run dissected, with the same weights."""
-    weights = run.config.get("weights")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return load_model(run.model, Path(weights) if weights else None)
+    return load_recorded_model(run.model, run.config.get("weights"))
 
 
 @contextmanager

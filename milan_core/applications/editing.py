@@ -16,7 +16,6 @@ unedited model.
 
 from __future__ import annotations
 
-import warnings
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +25,7 @@ import torch
 
 from milan_core.errors import UserError
 from milan_core.hooks import ablated
-from milan_core.models import LoadedModel, load_model
+from milan_core.models import LoadedModel, load_recorded_model
 
 EDIT_FORMAT = "milan-edit"
 EDIT_VERSION = 1
@@ -68,9 +67,7 @@ def load_edited(path: Path) -> EditedModel:
         raise UserError(f"{path} is not an edited model (written by: python -m milan_core edit)")
     if payload.get("version") != EDIT_VERSION:
         raise UserError(f"{path} is edit format version {payload.get('version')}; this code reads {EDIT_VERSION}")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # "random weights": they are replaced on the next line
-        loaded = load_model(str(payload["model"]))
+    loaded = load_recorded_model(str(payload["model"]), None)  # its weights come on the next line
     loaded.module.load_state_dict(payload["state_dict"])
     edited = EditedModel(loaded, dict(payload["ablated"]), str(payload["run_id"]), str(payload["query"]))
     edited._hooks.enter_context(ablated(loaded.module, edited.ablated))

@@ -11,7 +11,6 @@ says nothing about a logit. Every unit also gets the honest fallback ``NO_EVIDEN
 from __future__ import annotations
 
 import math
-import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -25,7 +24,7 @@ from milan_core.describe.eye import choose_eye, load_eye, region_class_probabili
 from milan_core.describe.segmentation import FIRST_STUFF_ID, concept_iou, concept_word, read_classes
 from milan_core.describe.wordnet import imagenet_hierarchy
 from milan_core.errors import UserError
-from milan_core.models import load_model
+from milan_core.models import load_recorded_model
 
 OBJECT_CANDIDATES = 15  # the most likely synsets per unit
 ATTRIBUTE_VIEW = 112  # attributes are measured on views of this size (the catalog's thumbnails')
@@ -127,9 +126,7 @@ def segmentation_candidates(run: RunView, masks: Path, classes_file: Path) -> di
         thresholds[layer] = threshold
     if not thresholds:
         return {}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model = load_model(run.model, Path(run.weights) if run.weights else None)
+    model = load_recorded_model(run.model, run.weights)
     result = concept_iou(model, run.probe_root, masks, ids, thresholds)
     found: dict[int, list[Candidate]] = {}
     for layer, units in layers.items():

@@ -8,7 +8,6 @@ either the old descriptions or the new ones, never a mix, and a failure leaves t
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -20,16 +19,13 @@ from milan_core.describe.base import Exemplar, RunView, UnitDescription, UnitVie
 from milan_core.embedding import embed
 from milan_core.errors import UserError
 from milan_core.exemplars import dequantise
-from milan_core.models import load_model
+from milan_core.models import load_recorded_model
 
 EMBEDDED_CANDIDATES = 5  # the top candidates of each unit that get a search vector
 
 
 def _preprocessing(run: RunRecord):
-    weights = run.config.get("weights")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return load_model(run.model, Path(weights) if weights else None).preprocessing
+    return load_recorded_model(run.model, run.config.get("weights")).preprocessing
 
 
 def load_run_view(catalog: Catalog, run_id: str | None) -> RunView:
