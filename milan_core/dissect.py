@@ -181,8 +181,8 @@ def image_table(probes: list[ProbeImage], images: dict[int, LoadedImage]) -> pd.
 
 
 def build_tables(
-    config: DissectConfig, loaded: LoadedModel, root: Path, probes: list[ProbeImage],
-    state: DissectionState, timings: dict[str, float],
+    config: DissectConfig, root: Path, probes: list[ProbeImage], state: DissectionState,
+    timings: dict[str, float],
 ) -> RunTables:
     """Turn the final state into the catalog's rows."""
     layers = pd.DataFrame(
@@ -225,7 +225,7 @@ def dissect(config: DissectConfig, out: Path) -> Summary:
     if state.n_read == 0:
         raise UserError(f"none of the {len(probes)} files under {root} could be read as an image")
     timings = {"load": loaded_at - started, "pass": passed_at - loaded_at}
-    tables = build_tables(config, loaded, root, probes, state, timings)
+    tables = build_tables(config, root, probes, state, timings)
     with Catalog(out, writable=True) as catalog:
         catalog.write_run(tables)
     timings["write"] = time.perf_counter() - passed_at
