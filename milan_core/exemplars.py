@@ -32,8 +32,10 @@ def quantise(maps: torch.Tensor) -> QuantisedMaps:
     return QuantisedMaps(codes, low.float(), high.float())
 
 
-def dequantise(codes: bytes | np.ndarray, low: float, high: float, height: int, width: int) -> np.ndarray:
-    """One stored map back to (H, W) float32 activations."""
+def dequantise(codes: bytes | np.ndarray, low: float | np.ndarray, high: float | np.ndarray,
+               height: int, width: int) -> np.ndarray:
+    """One stored map back to (H, W) float32 activations; or n maps at once, given (n, H*W) codes
+    and (n, 1) lows and highs, as (n, H*W) rows (``height`` = n, ``width`` = H*W)."""
     array = np.frombuffer(codes, dtype=np.uint8) if isinstance(codes, (bytes, bytearray, memoryview)) else codes
     return (low + array.astype(np.float32) / 255.0 * (high - low)).reshape(height, width)
 

@@ -103,13 +103,12 @@ def _load_lite(name: str) -> LoadedModel:
             raise RuntimeError(f"{source_key} {tuple(value.shape)} does not fit {target_key}")
         mapped[target_key] = value
     module.load_state_dict(mapped, strict=False)
-    size = _LITE_SIZES[name]
-    return LoadedModel(
-        name=name,
-        module=_for_cpu(module),
-        preprocessing=Preprocessing(size, 0.875, LITE_MEAN, LITE_STD),
-        weights=str(weights),
-    )
+    return LoadedModel(name=name, module=_for_cpu(module), preprocessing=_lite_preprocessing(name),
+                       weights=str(weights))
+
+
+def _lite_preprocessing(name: str) -> Preprocessing:
+    return Preprocessing(_LITE_SIZES[name], 0.875, LITE_MEAN, LITE_STD)
 
 
 def _timm_preprocessing(module: nn.Module) -> Preprocessing:
@@ -187,6 +186,17 @@ def load_recorded_model(name: str, weights: str | None) -> LoadedModel:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return load_model(name, Path(weights) if weights else None)
+
+
+def recorded_preprocessing(name: str, weights: str | None) -> Preprocessing:
+    """The preprocessing of a run's recorded model, without loading its weights when it is known.
+
+    A stage that only needs to see images as the model did (describe) would otherwise spend most
+    of a second loading a checkpoint it never runs.
+    """
+    if name in _LITE_SIZES:
+        return _lite_preprocessing(name)
+    return load_recorded_model(name, weights).preprocessing
 
 
 def _for_cpu(module: nn.Module) -> nn.Module:

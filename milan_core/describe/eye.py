@@ -5,11 +5,13 @@ It runs once per distinct exemplar image and keeps its spatial features (timm Ef
 average pooling, classifying the features averaged under a region is what the eye would say of that
 region (a class-activation map pooled under the mask), so the cost grows with images, not with
 units x k. The eye sees the *dissected* model's view of each image (its resize and centre crop),
-so its grid lines up with the exemplar masks, at the view's own size (``eye_size``).
+so its grid lines up with the exemplar masks, at the view's own size (``eye_size``). Where the CPU
+computes bfloat16 natively the eye runs in it (``eye_precision``).
 """
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -65,6 +67,18 @@ def eye_size(view_size: int, eye_input_size: int) -> int:
     return min(max(view_size, MIN_EYE_SIZE), eye_input_size)
 
 
+def eye_precision() -> AbstractContextManager:
+    """bfloat16 autocast where oneDNN runs it natively (AVX512-BF16 or AMX), else float32.
+
+    The eye only has to name the objects a region shows, not reproduce exact logits, and it is the
+    largest cost of describing: in bfloat16 Lite2 took 10.5 ms an image here instead of 23.6 ms.
+    On a CPU without native bfloat16 it would be emulated and slower, so it stays float32 there.
+    """
+    if torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return nullcontext()
+
+
 @torch.inference_mode()
 def see(eye: LoadedModel, views: Sequence[Image.Image], paths: Sequence[str], batch_size: int = 16) -> EyeFeatures:
     """Run the eye once over each image's view (the dissected model's), keeping its feature maps."""
@@ -76,7 +90,8 @@ def see(eye: LoadedModel, views: Sequence[Image.Image], paths: Sequence[str], ba
         batch = [v if v.size == (size, size) else v.resize((size, size), Image.BICUBIC)
                  for v in views[start : start + batch_size]]
         pixels = torch.stack([eye.preprocessing.to_tensor(v) for v in batch])
-        chunks.append(module.forward_features(pixels.to(memory_format=torch.channels_last)))
+        with eye_precision():
+            chunks.append(module.forward_features(pixels.to(memory_format=torch.channels_last)).float())
     features = torch.cat(chunks)  # (N, C, g, g)
     cells = features.permute(0, 2, 3, 1).reshape(-1, features.shape[1]).contiguous()
     return EyeFeatures({p: i for i, p in enumerate(paths)}, cells, features.shape[-1], eye.module.classifier)
@@ -89,7 +104,7 @@ def region_class_probabilities(units: Sequence[UnitView], seen: EyeFeatures, mas
     An exemplar whose mask is empty contributes nothing; a unit whose masks are all empty gets a
     row of zeros (no object evidence).
     """
-    table = ExemplarTable.of(units)
+    table = ExemplarTable.of(units).reaching()
     weights = exemplar_weights(table, len(units))
     image_index = torch.tensor([seen.index[p] for p in table.paths], dtype=torch.long)
     n_classes = seen.classifier.out_features

