@@ -38,7 +38,9 @@ def cmd_dissect(args: argparse.Namespace) -> int:
         k=args.k, quantile=args.quantile, batch_size=args.batch_size, workers=args.workers,
         seed=args.seed, max_images=args.max_images, run_id=args.run_id,
     )
-    summary = dissect(config, args.out)
+    if args.checkpoint_every < 0:
+        raise UserError("--checkpoint-every must be 0 (after every batch) or more seconds")
+    summary = dissect(config, args.out, args.checkpoint_every)
     print(f"run {summary.run_id}: read {summary.n_images} images in {summary.seconds:.1f} s, "
           f"skipped {len(summary.skipped)}")
     if summary.skipped:
@@ -88,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     dissect.add_argument("--seed", type=int, default=0)
     dissect.add_argument("--max-images", type=int, default=None, help="use only the first N images")
     dissect.add_argument("--run-id", default=None, help="name of the run (default: model and parameter hash)")
+    dissect.add_argument("--checkpoint-every", type=float, default=60.0, metavar="SECONDS",
+                         help="save the job's state this often, so a rerun after an interruption resumes")
     dissect.add_argument("--describe", action="store_true", help="also describe every unit")
     dissect.add_argument("--describer", default=None, help="describer for --describe")
     dissect.set_defaults(func=cmd_dissect)
@@ -127,5 +131,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted: the catalog was not changed; run the command again to start over", file=sys.stderr)
+        print("interrupted: the catalog was not changed; run the same command again "
+              "(a dissection goes on from its last checkpoint)", file=sys.stderr)
         return 130

@@ -2,16 +2,21 @@
 
 One pass over the probe set. The per-unit state (top-k with their maps, histogram, moments) is
 all that is kept, so memory does not grow with the number of images; the catalog is written in
-one transaction at the end, so an interrupted job leaves the file as it was, and a rerun simply
-starts again (same inputs and seed give the same catalog).
+one transaction at the end, so an interrupted job leaves the file as it was. That state is also
+saved beside the catalog every ``checkpoint_every`` seconds, at a batch boundary, and a rerun of
+the same job on the same files goes on from there: the updates are the same ones in the same
+order, so a resumed run gives the catalog an uninterrupted one would.
 """
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -19,6 +24,7 @@ import torch
 from tqdm import tqdm
 
 import milan_core
+from milan_core.cache import read_cached, write_cached
 from milan_core.catalog import Catalog, RunRecord, RunTables
 from milan_core.config import DissectConfig
 from milan_core.errors import UserError
@@ -36,6 +42,8 @@ from milan_core.models import LoadedModel, load_model
 from milan_core.statistics import LayerStatistics
 
 PLOT_BINS = 32
+CHECKPOINT_EVERY = 60.0  # seconds of the pass between checkpoints (saving one takes well under 1 s)
+CHECKPOINT_FORMAT = 1
 
 
 @dataclass
@@ -59,6 +67,7 @@ class Summary:
     n_units: int
     catalog_bytes: int
     seconds: float
+    resumed_from: int = 0  # images already read by an interrupted run of the same job
 
 
 def code_version() -> str:
@@ -108,11 +117,14 @@ def _keep_exemplar_images(state: DissectionState, batch_images: list[LoadedImage
 
 
 def run_pass(
-    loaded: LoadedModel, root: Path, probes: list[ProbeImage], config: DissectConfig, state: DissectionState
+    loaded: LoadedModel, root: Path, probes: list[ProbeImage], config: DissectConfig, state: DissectionState,
+    start: int = 0, checkpoint: Callable[[int], None] | None = None, checkpoint_every: float = CHECKPOINT_EVERY,
 ) -> None:
-    """Stream every probe image through the model once, updating the statistics batch by batch."""
-    dataset = ProbeDataset(root, probes, loaded.preprocessing.geometry, loaded.preprocessing.to_tensor)
-    bar = tqdm(total=len(probes), unit="img", desc="dissect", dynamic_ncols=True)
+    """Stream the probe images from ``start`` on through the model once, updating the statistics
+    batch by batch; ``checkpoint(position)`` is called every ``checkpoint_every`` seconds."""
+    dataset = ProbeDataset(root, probes[start:], loaded.preprocessing.geometry, loaded.preprocessing.to_tensor)
+    bar = tqdm(total=len(probes), initial=start, unit="img", desc="dissect", dynamic_ncols=True)
+    position, saved_at = start, time.monotonic()
     with LayerRecorder(loaded.module, config.layers) as recorder, torch.inference_mode():
         for batch in iterate_batches(dataset, config.batch_size, config.workers):
             state.skipped.extend(batch.skipped)
@@ -123,8 +135,69 @@ def run_pass(
                     stats.update(recorder.spatial(name), indices)
                 _keep_exemplar_images(state, batch.images)
                 state.n_read += len(batch.images)
+            position += len(batch.images) + len(batch.skipped)
             bar.update(len(batch.images) + len(batch.skipped))
+            if checkpoint is not None and position < len(probes) and time.monotonic() - saved_at >= checkpoint_every:
+                checkpoint(position)
+                saved_at = time.monotonic()
     bar.close()
+
+
+def checkpoint_path(out: Path, run_id: str) -> Path:
+    """Where an unfinished run keeps its state: beside the catalog, named after both."""
+    return out.with_name(f"{out.name}.{run_id}.resume")
+
+
+def probe_signature(root: Path, probes: list[ProbeImage]) -> str:
+    """The probe files as they are now (path, size, modification time): a checkpoint made on
+    other files, or on files changed since, must not be resumed."""
+    digest = hashlib.sha256()
+    for probe in probes:
+        try:
+            stat = (root / probe.path).stat()
+            digest.update(f"{probe.path}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+        except OSError:
+            digest.update(f"{probe.path}\tmissing\n".encode())
+    return digest.hexdigest()
+
+
+def save_checkpoint(path: Path, config: DissectConfig, signature: str, position: int, state: DissectionState,
+                    seconds: float) -> None:
+    """The whole state as tensors and strings (read back without unpickling code), atomically."""
+    images = [state.exemplar_images[i] for i in sorted(state.exemplar_images)]
+    write_cached(path, {
+        "format": CHECKPOINT_FORMAT, "config": config.as_dict(), "signature": signature,
+        "position": position, "seconds": seconds, "n_read": state.n_read, "skipped": list(state.skipped),
+        "kinds": dict(state.kinds), "layers": {name: stats.state() for name, stats in state.layers.items()},
+        "images": {
+            "index": [img.index for img in images], "sha256": [img.sha256 for img in images],
+            "width": [img.width for img in images], "height": [img.height for img in images],
+            "thumbnail": [torch.frombuffer(bytearray(img.thumbnail), dtype=torch.uint8) for img in images],
+        },
+    })
+
+
+def load_checkpoint(path: Path, config: DissectConfig, signature: str) -> tuple[int, DissectionState, float] | None:
+    """(position, state, seconds spent) of this very job, or None: no checkpoint, another job's
+    (another configuration under the same run id, other files), or an unreadable one."""
+    stored = read_cached(path)
+    if not isinstance(stored, dict) or stored.get("format") != CHECKPOINT_FORMAT:
+        return None
+    if stored.get("config") != config.as_dict() or stored.get("signature") != signature:
+        return None
+    images = stored["images"]
+    exemplar_images = {
+        index: LoadedImage(index, sha, width, height, thumbnail.numpy().tobytes())
+        for index, sha, width, height, thumbnail in zip(
+            images["index"], images["sha256"], images["width"], images["height"], images["thumbnail"]
+        )
+    }
+    state = DissectionState(
+        layers={name: LayerStatistics.from_state(layer) for name, layer in stored["layers"].items()},
+        kinds=dict(stored["kinds"]), exemplar_images=exemplar_images, skipped=list(stored["skipped"]),
+        n_read=int(stored["n_read"]),
+    )
+    return int(stored["position"]), state, float(stored["seconds"])
 
 
 def unit_table(name: str, stats: LayerStatistics, quantile: float) -> pd.DataFrame:
@@ -210,26 +283,42 @@ def build_tables(
     )
 
 
-def dissect(config: DissectConfig, out: Path) -> Summary:
-    """Run the whole job and write (or replace) one run in the catalog at ``out``."""
+def dissect(config: DissectConfig, out: Path, checkpoint_every: float = CHECKPOINT_EVERY) -> Summary:
+    """Run the whole job and write (or replace) one run in the catalog at ``out``.
+
+    Resumes from the checkpoint of an interrupted run of the same job, if there is one.
+    """
     validate(config)
     torch.manual_seed(config.seed)
     started = time.perf_counter()
     root = Path(config.images) if config.images else default_probe_root()
     probes = find_images(root)[: config.max_images]
     loaded = load_model(config.model, Path(config.weights) if config.weights else None)
-    state = empty_state(loaded, config)
+    run_id, signature = config.resolved_run_id(), probe_signature(root, probes)
+    resume = checkpoint_path(out, run_id)
+    resumed = load_checkpoint(resume, config, signature)
+    if resumed is None:
+        position, state, earlier = 0, empty_state(loaded, config), 0.0
+    else:
+        position, state, earlier = resumed
+        print(f"resuming run {run_id} after image {position} of {len(probes)} (from {resume})", file=sys.stderr)
     loaded_at = time.perf_counter()
-    run_pass(loaded, root, probes, config, state)
+
+    def save(at: int) -> None:
+        save_checkpoint(resume, config, signature, at, state, earlier + time.perf_counter() - loaded_at)
+
+    run_pass(loaded, root, probes, config, state, position, save, checkpoint_every)
     passed_at = time.perf_counter()
     if state.n_read == 0:
         raise UserError(f"none of the {len(probes)} files under {root} could be read as an image")
-    timings = {"load": loaded_at - started, "pass": passed_at - loaded_at}
+    timings = {"load": loaded_at - started, "pass": earlier + passed_at - loaded_at}
     tables = build_tables(config, root, probes, state, timings)
     with Catalog(out, writable=True) as catalog:
         catalog.write_run(tables)
+    resume.unlink(missing_ok=True)
     timings["write"] = time.perf_counter() - passed_at
     return Summary(
         run_id=tables.run.run_id, n_images=state.n_read, skipped=state.skipped,
         n_units=len(tables.units), catalog_bytes=out.stat().st_size, seconds=sum(timings.values()),
+        resumed_from=position,
     )

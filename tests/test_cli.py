@@ -16,6 +16,7 @@ import torch
 
 from milan_core.catalog import Catalog
 from milan_core.cli import main
+from milan_core.dissect import checkpoint_path
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -65,6 +66,7 @@ def mixed_dir(probe_dir: Path, tmp_path: Path) -> Path:
         (["--layers", "blocks.2,blocks.99"], ["unknown layer", "blocks.99", "layers --model"]),
         (["--quantile", "1.5"], ["--quantile"]),
         (["--k", "0"], ["--k"]),
+        (["--checkpoint-every", "-1"], ["--checkpoint-every"]),
         (["--model", "resnet18", "--weights", "/no/weights.pt"], ["weights file not found"]),
         (["--model", "no_such_module_xyz:build"], ["cannot import"]),
     ],
@@ -150,7 +152,7 @@ def test_a_newer_schema_is_refused_with_a_sentence(capsys: pytest.CaptureFixture
 def _start_dissect(images: Path, out: Path, log: Path) -> subprocess.Popen:
     command = [sys.executable, "-m", "milan_core", "dissect", "--images", str(images),
                "--max-images", "400", "--batch-size", "4", "--workers", "0", "--layers", "blocks.6",
-               "--out", str(out), "--run-id", "interrupted"]
+               "--out", str(out), "--run-id", "interrupted", "--checkpoint-every", "0"]
     return subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log.open("w"),
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
@@ -180,7 +182,8 @@ def test_an_interrupted_job_leaves_the_catalog_as_it_was(
     assert digest(out) == before
     with Catalog(out) as catalog:
         assert "interrupted" not in set(catalog.runs().run_id)
+    assert checkpoint_path(out, "interrupted").is_file()  # what a rerun resumes from (see test_dissect)
     if how == signal.SIGINT:
         assert code == 130
-        assert "the catalog was not changed" in log.read_text()
+        assert "the catalog was not changed" in log.read_text() and "last checkpoint" in log.read_text()
         assert "Traceback" not in log.read_text()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -11,9 +12,10 @@ import pytest
 import torch
 from PIL import Image
 
+from milan_core import dissect as dissect_module
 from milan_core.catalog import Catalog
 from milan_core.config import DissectConfig
-from milan_core.dissect import dissect
+from milan_core.dissect import checkpoint_path, dissect
 from milan_core.hooks import LayerRecorder
 from milan_core.images import find_images
 
@@ -86,6 +88,72 @@ def test_same_inputs_give_identical_catalog_contents(small_catalog: Path, small_
                  "JOIN exemplars e USING (unit_id) JOIN images i USING (image_id) "
                  "WHERE u.layer = 'blocks.6' ORDER BY u.unit, e.rank")
         assert first.query(query).equals(second.query(query))
+
+
+BLOCKS_6 = ("SELECT u.unit, u.threshold, u.act_mean, u.hist, e.rank, e.activation, e.amap, i.sha256, i.thumbnail "
+            "FROM units u JOIN exemplars e USING (unit_id) JOIN images i USING (image_id) "
+            "WHERE u.layer = 'blocks.6' ORDER BY u.unit, e.rank")
+
+
+def _interrupt_after(monkeypatch: pytest.MonkeyPatch, batches: int) -> None:
+    """Stop the pass as Ctrl-C would, in the middle of batch ``batches + 1`` (its statistics updated)."""
+    real = dissect_module._keep_exemplar_images
+    seen = []
+
+    def keep(state, images) -> None:
+        seen.append(len(images))
+        if len(seen) > batches:
+            raise KeyboardInterrupt
+        real(state, images)
+
+    monkeypatch.setattr(dissect_module, "_keep_exemplar_images", keep)
+
+
+def test_an_interrupted_run_resumes_where_it_stopped_and_gives_the_same_catalog(
+    small_catalog: Path, small_config: DissectConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    out = tmp_path / "resumed.duckdb"
+    config = replace(small_config, layers=("blocks.6",))  # 24 photos in batches of 8
+    with monkeypatch.context() as patch:
+        _interrupt_after(patch, 2)
+        with pytest.raises(KeyboardInterrupt):
+            dissect(config, out, checkpoint_every=0)
+    resume = checkpoint_path(out, config.resolved_run_id())
+    assert resume.is_file() and not out.exists()
+    summary = dissect(config, out)
+    assert summary.resumed_from == 16 and summary.n_images == 24 and not resume.exists()
+    assert f"resuming run {config.resolved_run_id()} after image 16 of 24" in capsys.readouterr().err
+    with Catalog(small_catalog) as uninterrupted, Catalog(out) as resumed:
+        assert uninterrupted.query(BLOCKS_6).equals(resumed.query(BLOCKS_6))
+        assert resumed.run(None).n_images == 24
+
+
+def test_a_checkpoint_of_another_job_or_of_changed_files_is_not_resumed(
+    small_config: DissectConfig, probe_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    images = tmp_path / "photos"
+    shutil.copytree(probe_dir, images)
+    out = tmp_path / "other.duckdb"
+    config = replace(small_config, images=str(images), layers=("blocks.6",), run_id="same-name")
+    resume = checkpoint_path(out, "same-name")
+    for change in ("another k", "a changed photo", "a damaged checkpoint"):
+        with monkeypatch.context() as patch:
+            _interrupt_after(patch, 1)
+            with pytest.raises(KeyboardInterrupt):
+                dissect(config, out, checkpoint_every=0)
+        assert resume.is_file()
+        rerun = config
+        if change == "another k":
+            rerun = replace(config, k=3)
+        elif change == "a changed photo":
+            first = sorted(images.iterdir())[0]
+            first.write_bytes(first.read_bytes() + b"\0")
+        else:
+            resume.write_bytes(resume.read_bytes()[:100])
+        summary = dissect(rerun, out)
+        assert summary.resumed_from == 0 and summary.n_images == 24 and not resume.exists(), change
+    with Catalog(out) as catalog:
+        assert catalog.query("SELECT max(rank) AS r FROM exemplars").r[0] == 4
 
 
 def test_rerun_replaces_the_run_and_other_runs_stay(small_config: DissectConfig, tmp_path: Path) -> None:
