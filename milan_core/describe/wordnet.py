@@ -12,6 +12,7 @@ not candidates.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -117,6 +118,7 @@ def cached_hierarchy(folder: Path, min_depth: int = MIN_DEPTH) -> Hierarchy:
     stored = read_cached(path)
     if stored is not None:
         return Hierarchy(tuple(stored["synsets"]), tuple(stored["texts"]), stored["depths"].numpy(), stored["lift"])
+    print(f"building the ImageNet-WordNet hierarchy once (kept in {folder})", file=sys.stderr)
     hierarchy = build_hierarchy(min_depth)
     write_cached(path, {"synsets": list(hierarchy.synsets), "texts": list(hierarchy.texts),
                         "depths": torch.from_numpy(hierarchy.depths), "lift": hierarchy.lift})
