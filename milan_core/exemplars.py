@@ -32,12 +32,20 @@ def quantise(maps: torch.Tensor) -> QuantisedMaps:
     return QuantisedMaps(codes, low.float(), high.float())
 
 
-def dequantise(codes: bytes | np.ndarray, low: float | np.ndarray, high: float | np.ndarray,
-               height: int, width: int) -> np.ndarray:
-    """One stored map back to (H, W) float32 activations; or n maps at once, given (n, H*W) codes
-    and (n, 1) lows and highs, as (n, H*W) rows (``height`` = n, ``width`` = H*W)."""
+def dequantise(codes: bytes | np.ndarray, low: float, high: float, height: int, width: int) -> np.ndarray:
+    """One stored map back to (H, W) float32 activations."""
     array = np.frombuffer(codes, dtype=np.uint8) if isinstance(codes, (bytes, bytearray, memoryview)) else codes
-    return (low + array.astype(np.float32) / 255.0 * (high - low)).reshape(height, width)
+    return dequantise_many(array.reshape(1, -1), np.array([low]), np.array([high]), height, width)[0]
+
+
+def dequantise_many(codes: np.ndarray, lows: np.ndarray, highs: np.ndarray, height: int, width: int) -> np.ndarray:
+    """n stored maps of one shape at once: (n, H*W) uint8 codes, (n,) lows and highs -> (n, H, W).
+
+    The span is taken in float64, then the sum in float32, as for one map with Python floats."""
+    lows = np.asarray(lows, np.float64)[:, None]
+    spans = (np.asarray(highs, np.float64)[:, None] - lows).astype(np.float32)
+    decoded = lows.astype(np.float32) + codes.astype(np.float32) / 255.0 * spans
+    return decoded.reshape(len(codes), height, width)
 
 
 def upsample(amap: np.ndarray | torch.Tensor, size: int) -> torch.Tensor:

@@ -97,14 +97,16 @@ def measure(units: Sequence[UnitView], views: dict[str, np.ndarray]) -> Attribut
     image_index = torch.tensor([row[p] for p in table.paths], dtype=torch.long)
     third = (torch.arange(size) * 3 // size).clamp(max=2)  # the row's position: top, middle, bottom
     shape = (len(COLOURS), len(ORIENTATIONS))
+    n_labels = shape[0] * shape[1]
     per_exemplar = {name: [] for name in ("colours", "orientations", "edges", "positions", "area")}
     for part, masks in table.masks(size):
         masks = masks.float()
-        area = masks.flatten(1).sum(1).clamp_min(1.0)
+        flat = masks.flatten(1)
+        area = flat.sum(1).clamp_min(1.0)
         images = image_index[part]
         labels = joint[images]
-        covered = _masked_sums(labels, masks.flatten(1), shape[0] * shape[1]).view(-1, *shape)
-        energy = _masked_sums(labels, masks.flatten(1) * magnitude[images], shape[0] * shape[1]).view(-1, *shape)
+        covered = _masked_sums(labels, flat, n_labels).view(-1, *shape)
+        energy = _masked_sums(labels, flat * magnitude[images], n_labels).view(-1, *shape)
         total = energy.sum((1, 2)).clamp_min(1e-6)
         per_exemplar["colours"].append(covered.sum(2) / area[:, None])
         per_exemplar["orientations"].append(energy.sum(1) / total[:, None])
@@ -112,7 +114,7 @@ def measure(units: Sequence[UnitView], views: dict[str, np.ndarray]) -> Attribut
         per_exemplar["edges"].append(mean_edge / (mean_edge + EDGE_SCALE))
         rows = torch.zeros(len(masks), len(POSITIONS)).index_add_(1, third, masks.sum(2))
         per_exemplar["positions"].append(rows / area[:, None])
-        per_exemplar["area"].append(masks.flatten(1).mean(1))
+        per_exemplar["area"].append(flat.mean(1))
     weights = exemplar_weights(table, len(units))
 
     def per_unit(values: torch.Tensor) -> torch.Tensor:

@@ -88,11 +88,11 @@ def see(eye: LoadedModel, views: Sequence[Image.Image], paths: Sequence[str], ba
     # load_model gives channels-last weights; channels-last inputs keep the convolutions that way.
     module = eye.module
     chunks = []
-    for start in tqdm(range(0, len(views), batch_size), desc="eye", unit="batch", leave=False):
-        batch = [v if v.size == (size, size) else v.resize((size, size), Image.BICUBIC)
-                 for v in views[start : start + batch_size]]
-        pixels = torch.stack([eye.preprocessing.to_tensor(v) for v in batch])
-        with eye_precision():
+    with eye_precision():
+        for start in tqdm(range(0, len(views), batch_size), desc="eye", unit="batch", leave=False):
+            batch = [v if v.size == (size, size) else v.resize((size, size), Image.BICUBIC)
+                     for v in views[start : start + batch_size]]
+            pixels = torch.stack([eye.preprocessing.to_tensor(v) for v in batch])
             chunks.append(module.forward_features(pixels.to(memory_format=torch.channels_last)).float())
     features = torch.cat(chunks)  # (N, C, g, g)
     cells = features.permute(0, 2, 3, 1).reshape(-1, features.shape[1]).contiguous()

@@ -18,7 +18,7 @@ from milan_core.catalog import Catalog
 from milan_core.describe.base import Exemplar, RunView, UnitDescription, UnitView
 from milan_core.embedding import cached_embed
 from milan_core.errors import UserError
-from milan_core.exemplars import dequantise
+from milan_core.exemplars import dequantise_many
 from milan_core.models import recorded_preprocessing
 
 EMBEDDED_CANDIDATES = 5  # the top candidates of each unit that get a search vector
@@ -59,9 +59,8 @@ def _decoded_maps(frame: pd.DataFrame) -> list[np.ndarray]:
     maps: list[np.ndarray] = [np.empty(0)] * len(frame)
     for (height, width), rows in frame.groupby(["map_height", "map_width"], sort=False):
         codes = np.frombuffer(b"".join(bytes(a) for a in rows.amap), dtype=np.uint8).reshape(len(rows), -1)
-        decoded = dequantise(codes, rows.amap_min.to_numpy(np.float32)[:, None],
-                             rows.amap_max.to_numpy(np.float32)[:, None], len(rows), int(height) * int(width))
-        for position, amap in zip(rows.index, decoded.reshape(len(rows), int(height), int(width))):
+        decoded = dequantise_many(codes, rows.amap_min.to_numpy(), rows.amap_max.to_numpy(), int(height), int(width))
+        for position, amap in zip(rows.index, decoded):
             maps[position] = amap
     return maps
 
