@@ -38,7 +38,7 @@ from catalog_app.render import draw_exemplars, exemplar_rows, strip  # noqa: E40
 from catalog_app.views import CARD_EXEMPLARS  # noqa: E402
 from milan_core.catalog import Catalog, RunRecord, RunTables  # noqa: E402
 from milan_core.embedding import embed  # noqa: E402
-from milan_core.search import search_units  # noqa: E402
+from milan_core.catalog.search import search_units  # noqa: E402
 
 IMAGES = ROOT.parent / "shared" / "data" / "imagenet-samples"
 LAYERS = 10

@@ -11,7 +11,7 @@ from typing import Sequence
 import pandas as pd
 
 from milan_core.catalog import Catalog
-from milan_core.search import default_describer
+from milan_core.catalog.search import default_describer
 
 EXPORT_COLUMNS = (
     "run_id", "model", "layer", "unit", "key", "describer", "description", "score", "log_p_given_e", "log_p",

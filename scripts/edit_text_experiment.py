@@ -6,7 +6,7 @@
    name, test photos another class's name (the text disagrees with the label).
 3. A linear head is fitted on frozen EfficientNet-Lite0 pooled features of the training photos.
 4. Lite0 is dissected on the rendered photos and described with the default describer; units
-   whose descriptions match "text" or "letters" (``milan_core.search``) are switched off, and
+   whose descriptions match "text" or "letters" (``milan_core.catalog.search``) are switched off, and
    accuracy on the conflicting test photos is compared with switching off as many random units
    of the same layers (``--trials`` seeds).
 

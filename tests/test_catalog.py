@@ -10,9 +10,10 @@ import duckdb
 import pandas as pd
 import pytest
 
-from milan_core.catalog import BLOCK_SIZE, Catalog, RunTables
+from milan_core.catalog import Catalog, RunTables
+from milan_core.catalog.connection import BLOCK_SIZE
 from milan_core.errors import UserError
-from milan_core.schema import SCHEMA_VERSION
+from milan_core.catalog.schema import SCHEMA_VERSION
 
 
 def test_missing_empty_and_foreign_files_are_refused_with_the_command_to_run(tmp_path: Path) -> None:

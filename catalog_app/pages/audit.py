@@ -13,7 +13,7 @@ from catalog_app.common import CatalogKey, catalog_key, open_catalog, unit_link
 from milan_core.applications.audit import layer_counts, matching_units
 from milan_core.catalog import Catalog
 from milan_core.errors import UserError
-from milan_core.search import DEFAULT_MIN_SIMILARITY
+from milan_core.catalog.search import DEFAULT_MIN_SIMILARITY
 
 MAX_LISTED = 200
 

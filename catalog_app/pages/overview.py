@@ -9,7 +9,7 @@ import streamlit as st
 
 from catalog_app.common import open_catalog
 from milan_core.catalog import Catalog
-from milan_core.search import default_describer
+from milan_core.catalog.search import default_describer
 
 TOP_CONCEPTS = 10
 EVIDENCE_ORDER = ["object", "scene", "colour", "texture", "position", "shape", "none", "not described"]

@@ -16,7 +16,7 @@ from catalog_app.common import CatalogKey, catalog_key, open_catalog
 from catalog_app.export import export_csv
 from catalog_app.views import card_grid, picked
 from milan_core.catalog import Catalog
-from milan_core.search import DEFAULT_MIN_SIMILARITY, describers, search_units
+from milan_core.catalog.search import DEFAULT_MIN_SIMILARITY, describers, search_units
 
 PAGE_SIZE = 24
 EVIDENCE_TYPES = ("object", "scene", "colour", "texture", "position", "shape", "none")

@@ -16,7 +16,7 @@ from catalog_app.common import catalog_key, open_catalog, unit_link
 from catalog_app.views import exemplar_pictures
 from milan_core.catalog import Catalog
 from milan_core.errors import UserError
-from milan_core.search import default_describer, nearest_units
+from milan_core.catalog.search import default_describer, nearest_units
 
 LARGE = 224
 PER_ROW = 5

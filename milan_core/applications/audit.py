@@ -2,7 +2,7 @@
 
 MILAN counted face-selective units in models trained with and without face-blurred images; this
 is that count for any query and any runs in a catalog, side by side. Matching is
-``milan_core.search`` (a query word in the description, or a description whose MiniLM meaning is
+``milan_core.catalog.search`` (a query word in the description, or a description whose MiniLM meaning is
 within the similarity threshold), so the audit, its app page and ``edit`` agree on what "matches"
 means; the search's hits in losing candidates count only when asked for (``--candidates``).
 """
@@ -19,7 +19,7 @@ import pandas as pd
 
 from milan_core.catalog import Catalog
 from milan_core.errors import UserError
-from milan_core.search import DEFAULT_MIN_SIMILARITY, search_units
+from milan_core.catalog.search import DEFAULT_MIN_SIMILARITY, search_units
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from milan_core.catalog import Catalog, RunRecord
 from milan_core.cli import DEFAULT_CATALOG
 from milan_core.errors import UserError
 from milan_core.models import LoadedModel, load_recorded_model
-from milan_core.search import DEFAULT_MIN_SIMILARITY
+from milan_core.catalog.search import DEFAULT_MIN_SIMILARITY
 
 DEFAULT_ORDERS = "animal,artefact,colour,texture,specificity"
 DEFAULT_CONCEPTS = "dog,bird,car"

@@ -1,4 +1,4 @@
-"""milan_core.search on a real dissected catalog with real MiniLM vectors."""
+"""milan_core.catalog.search on a real dissected catalog with real MiniLM vectors."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from described import CANDIDATE_FACE_UNIT, DESCRIBER
 from milan_core.catalog import Catalog
 from milan_core.embedding import embed
 from milan_core.errors import UserError
-from milan_core.search import count_matches, nearest_units, query_terms, search_units
+from milan_core.catalog.search import count_matches, nearest_units, query_terms, search_units
 
 HOSTILE_QUERIES = (
     "face' OR 1=1 --",

@@ -39,7 +39,7 @@ import duckdb
 import pandas as pd
 import pyarrow as pa
 
-from milan_core.catalog import Catalog
+from milan_core.catalog.connection import Catalog
 from milan_core.embedding import EMBEDDING_DIM
 from milan_core.errors import UserError
 

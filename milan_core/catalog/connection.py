@@ -2,7 +2,7 @@
 
 Writers open the file only for the moment they write, inside one transaction, so an interrupted
 job leaves the catalog as it was and a reader (the app) can open it read-only the rest of the time.
-The schema lives in ``milan_core.schema``; this module applies it, checks its version, and offers a
+The schema lives in ``milan_core.catalog.schema``; this module applies it, checks its version, and offers a
 small typed API: ``Catalog(path).units(...)``, ``.exemplars(unit_id)``, ``.image(image_id)``.
 """
 
@@ -20,7 +20,7 @@ import pandas as pd
 
 from milan_core.errors import UserError
 from milan_core.exemplars import dequantise
-from milan_core.schema import DDL, MIGRATIONS, SCHEMA_VERSION
+from milan_core.catalog.schema import DDL, MIGRATIONS, SCHEMA_VERSION
 
 MAKE_ONE = "make one with: python -m milan_core dissect --out {path}"
 
