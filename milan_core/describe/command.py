@@ -56,23 +56,21 @@ def _described_run(args: argparse.Namespace, layers: tuple[str, ...], workdir: P
     With ``--catalog``, its run as described (described now only if that describer has not yet);
     otherwise a fresh dissection into ``workdir`` (the describer sees only its images), described.
     """
+    from milan_core.catalog.descriptions import described_units
     from milan_core.dissect import dissect
 
     name = (args.describer or DEFAULT_DESCRIBER).partition(":")[0]
     if args.catalog is not None:
         with Catalog(args.catalog) as catalog:
             run_id = catalog.run(args.run).run_id
-            described = catalog.query(
-                "SELECT count(*) AS n FROM descriptions JOIN units USING (unit_id) WHERE run_id = ? AND describer = ?",
-                [run_id, name],
-            ).n[0]
+            described = described_units(catalog, run_id, name)
         if described:
             return args.catalog, run_id, name
         path = args.catalog
     else:
         path = workdir / "catalog.duckdb"
-        config = DissectConfig(model=args.model, images=str(args.images), layers=layers, k=args.k,
-                               max_images=args.max_images, workers=0)
+        config = DissectConfig(model=args.model, images=str(args.images) if args.images else None, layers=layers, k=args.k,
+                               quantile=getattr(args, "quantile", 0.99), max_images=args.max_images, workers=0)
         run_id = dissect(config, path).run_id
     run_id, describer = describe_run(path, run_id, args.describer)
     return path, run_id, describer
@@ -103,6 +101,23 @@ def cmd_evaluate_segmentation(args: argparse.Namespace) -> int:
                                for layer in run.layers])
             best = best_concepts(catalog, run_id, run.model, Path(run.probe_root), args.masks, classes)
     write_table(segmentation_rows(frame, best, describer), args.csv)
+    return 0
+
+
+def cmd_evaluate_annotations(args: argparse.Namespace) -> int:
+    from milan_core.catalog.descriptions import run_descriptions, unit_candidates
+    from milan_core.describe.evaluate import annotation_rows, read_annotations, write_table
+
+    layers = tuple(name.strip() for name in args.layers.split(",") if name.strip())
+    with tempfile.TemporaryDirectory(prefix="milan-evaluate-") as workdir:
+        path, run_id, describer = _described_run(args, layers, Path(workdir))
+        with Catalog(path) as catalog:
+            run = catalog.run(run_id)
+            annotations = read_annotations(args.annotations, run.model)
+            layer_units = run_descriptions(catalog, run_id, describer, sorted(set(annotations.layer)))
+            annotated = annotations.merge(layer_units, on=["layer", "unit"])
+            candidates = unit_candidates(catalog, annotated.unit_id.tolist(), describer)
+    write_table(annotation_rows(layer_units, annotations, candidates, describer), args.csv)
     return 0
 
 
@@ -142,3 +157,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     segmentation.add_argument("--classes", type=Path, required=True, help="YAML with classes: {id: name}")
     segmentation.add_argument("--layers", default=",".join(DEFAULT_LAYERS), help="comma-separated hidden layers")
     segmentation.set_defaults(func=cmd_evaluate_segmentation)
+    annotations = checks.add_parser("annotations", help="hidden units vs blind human annotations (MiniLM similarity)")
+    _add_evaluation_arguments(annotations)
+    annotations.add_argument("--annotations", type=Path, required=True,
+                             help="CSV with model,layer,unit,annotation (e.g. ../shared/data/annotations-lite0/annotations.csv)")
+    annotations.add_argument("--layers", default="blocks.3,blocks.4,blocks.5,blocks.6",
+                             help="comma-separated layers to dissect when no --catalog is given")
+    annotations.add_argument("--quantile", type=float, default=0.99, help="threshold quantile for a fresh dissection")
+    annotations.set_defaults(func=cmd_evaluate_annotations)
