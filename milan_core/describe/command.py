@@ -15,7 +15,7 @@ import pandas as pd
 
 from milan_core.catalog import Catalog
 from milan_core.config import DEFAULT_LAYERS, DEFAULT_MODEL, DissectConfig
-from milan_core.describe.base import DEFAULT_LAMBDA, select
+from milan_core.describe.base import DEFAULT_LAMBDA, MAX_LAYER_SHARE, layer_priors, layer_shares, select, spread_layer_shares
 from milan_core.describe.registry import DEFAULT_DESCRIBER, make_describer
 from milan_core.describe.store import description_tables, load_run_view, write_descriptions
 
@@ -34,7 +34,9 @@ def describe_run(catalog_path: Path, run_id: str | None, describer: str | None,
         run = load_run_view(catalog, run_id)
         dissect_seconds = catalog.run(run.run_id).seconds
     proposals = chosen.propose(run)
-    described = select([u.unit_id for u in run.units], proposals, chosen.log_prior(proposals), lam)
+    layers = [u.layer for u in run.units]
+    priors = layer_priors(chosen.log_prior, proposals, layers)
+    described = spread_layer_shares(select([u.unit_id for u in run.units], proposals, priors, lam), layers)
     known = getattr(chosen, "known_texts", list)()
     descriptions, candidates = description_tables(described, chosen.name, known)
     seconds = time.perf_counter() - started
@@ -42,6 +44,9 @@ def describe_run(catalog_path: Path, run_id: str | None, describer: str | None,
     print(f"described {len(described)} units of run {run.run_id} with {chosen.name} in {seconds:.1f} s "
           f"and wrote them in {time.perf_counter() - started - seconds:.1f} s; the dissection took "
           f"{dissect_seconds:.1f} s before its write: ratio {seconds / max(dissect_seconds, 1e-9):.2f}")
+    for layer, (text, share) in layer_shares(described, layers).items():
+        if share > MAX_LAYER_SHARE:
+            print(f"{layer}: {share:.0%} of its units are {text!r}: they have no other description better than chance")
     return run.run_id, chosen.name
 
 

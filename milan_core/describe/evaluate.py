@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 
 from milan_core.catalog import Catalog
-from milan_core.embedding import embed
+from milan_core.embedding import cached_embed, embed
 from milan_core.describe.segmentation import concept_iou, concept_word
 from milan_core.describe.wordnet import names_with_hypernyms, synset_of_wnid, synonyms, wordnet, imagenet_wnid
 from milan_core.errors import UserError
@@ -181,11 +181,16 @@ def share_layer_max(layers: Sequence[str], texts: Sequence[str]) -> float:
     return float(frame.groupby("layer").text.value_counts(normalize=True).max())
 
 
-def _cosines(texts: Sequence[str], references: Sequence[str]) -> np.ndarray:
-    """(len(texts), len(references)) MiniLM cosines, each distinct text embedded once."""
-    distinct = sorted(set(texts) | set(references))
-    vectors = dict(zip(distinct, embed(distinct)))
-    return np.stack([vectors[t] for t in texts]) @ np.stack([vectors[r] for r in references]).T
+class _Vectors:
+    """MiniLM vectors of every text the evaluation compares, embedded once (from the vector cache)."""
+
+    def __init__(self, texts: Sequence[str]) -> None:
+        distinct = sorted(set(texts))
+        self.vectors = dict(zip(distinct, cached_embed(distinct)))
+
+    def cosines(self, texts: Sequence[str], references: Sequence[str]) -> np.ndarray:
+        """(len(texts), len(references)) cosines (the vectors are unit length)."""
+        return np.stack([self.vectors[t] for t in texts]) @ np.stack([self.vectors[r] for r in references]).T
 
 
 def annotation_rows(layer_units: pd.DataFrame, annotations: pd.DataFrame, candidates: pd.DataFrame,
@@ -204,8 +209,9 @@ def annotation_rows(layer_units: pd.DataFrame, annotations: pd.DataFrame, candid
     chosen = scored.description.tolist()
     most = layer_units.description.value_counts().index[0]
     methods = {describer: chosen, "constant": [CONSTANT] * len(scored), "most_frequent": [most] * len(scored)}
-    per_unit = {m: np.diag(_cosines(texts, reference)) for m, texts in methods.items()}
-    everyone = _cosines(layer_units.description.tolist(), sorted(set(reference)))
+    vectors = _Vectors([*reference, *layer_units.description, *candidates.text, CONSTANT])
+    per_unit = {m: np.diag(vectors.cosines(texts, reference)) for m, texts in methods.items()}
+    everyone = vectors.cosines(layer_units.description.tolist(), sorted(set(reference)))
     column = {r: i for i, r in enumerate(sorted(set(reference)))}
     per_unit["random_unit"] = np.array([
         everyone[((layer_units.layer == row.layer) & (layer_units.unit != row.unit)).to_numpy(), column[row.annotation]].mean()
@@ -214,7 +220,7 @@ def annotation_rows(layer_units: pd.DataFrame, annotations: pd.DataFrame, candid
     oracle_texts, oracle = [], []
     for row in scored.itertuples():
         texts = candidates[candidates.unit_id == row.unit_id].text.tolist() or [row.description]
-        similarity = _cosines(texts, [row.annotation])[:, 0]
+        similarity = vectors.cosines(texts, [row.annotation])[:, 0]
         oracle_texts.append(texts[int(similarity.argmax())])
         oracle.append(float(similarity.max()))
     per_unit[ORACLE] = np.array(oracle)
