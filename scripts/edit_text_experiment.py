@@ -154,9 +154,7 @@ def main() -> None:
     catalog = describe_units(args.work)
     units, descriptions = text_units(catalog, args.candidates)
     with Catalog(catalog) as c:
-        all_units = c.query(
-            "SELECT layer, unit, NULL AS description FROM units WHERE run_id = 'text-probe' ORDER BY layer, unit"
-        )
+        all_units = c.layer_units("text-probe", list(LAYERS), None)
     rows = []
     for name in ("train", "test", "clean"):
         probe = load_labelled_probe(args.work / name, edited)

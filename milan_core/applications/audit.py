@@ -54,7 +54,7 @@ def matching_units(
     """
     if not query.strip():
         raise UserError("--query is empty; give a word or phrase such as \"face\"")
-    total = int(catalog.query("SELECT count(*) AS n FROM units").n.iloc[0])
+    total = catalog.unit_count()
     found = search_units(
         catalog, query, run_ids=run_ids, describer=describer, limit=total,
         min_similarity=min_similarity, layers=tuple(layers),
@@ -71,11 +71,7 @@ def matching_units(
 
 def layer_counts(catalog: Catalog, units: pd.DataFrame, run_ids: Sequence[str]) -> pd.DataFrame:
     """run_id, layer, layer_index, matches, units, share for every layer of the runs."""
-    layers = catalog.query(
-        "SELECT run_id, layer, layer_index, n_units AS units FROM layers WHERE list_contains(?, run_id) "
-        "ORDER BY run_id, layer_index",
-        [list(run_ids)],
-    )
+    layers = catalog.layers_of_runs(list(run_ids)).drop(columns="kind")
     matches = units.groupby(["run_id", "layer"]).size().rename("matches").reset_index()
     counts = layers.merge(matches, on=["run_id", "layer"], how="left").fillna({"matches": 0})
     counts["matches"] = counts.matches.astype(int)
@@ -123,17 +119,7 @@ def audit_id(result: Audit) -> str:
 def store_audit(catalog_path: Path, result: Audit) -> str:
     """Write the audit and its units in one transaction."""
     key = audit_id(result)
-    with Catalog(catalog_path, writable=True) as catalog, catalog.transaction() as con:
-        con.execute("DELETE FROM audit_units WHERE audit_id = ?", [key])
-        con.execute("DELETE FROM audits WHERE audit_id = ?", [key])
-        con.execute(
-            "INSERT INTO audits VALUES (?, ?, ?, ?, ?, now())",
-            [key, result.query, result.run_ids, result.describer, result.min_similarity],
-        )
-        con.register("new_audit_units", result.units[["unit_id", "rank_score", "similarity", "keyword_hit"]])
-        con.execute(
-            "INSERT INTO audit_units SELECT ?, unit_id, rank_score, similarity, keyword_hit FROM new_audit_units",
-            [key],
-        )
-        con.unregister("new_audit_units")
+    with Catalog(catalog_path, writable=True) as catalog:
+        catalog.store_audit(key, result.query, result.run_ids, result.describer, result.min_similarity,
+                            result.units[["unit_id", "rank_score", "similarity", "keyword_hit"]])
     return key

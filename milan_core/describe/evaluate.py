@@ -69,11 +69,7 @@ def score_methods(methods: dict[str, list[str]], references: Sequence[str],
 
 
 def layer_descriptions(catalog: Catalog, run_id: str, layer: str, describer: str) -> pd.DataFrame:
-    frame = catalog.query(
-        "SELECT u.unit, d.description FROM units u JOIN descriptions d USING (unit_id) "
-        "WHERE u.run_id = ? AND u.layer = ? AND d.describer = ? ORDER BY u.unit",
-        [run_id, layer, describer],
-    )
+    frame = catalog.layer_descriptions(run_id, layer, describer)
     if frame.empty:
         raise UserError(f"run {run_id!r} has no {describer!r} descriptions of layer {layer!r}; describe it first")
     return frame
