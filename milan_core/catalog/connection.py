@@ -72,6 +72,8 @@ def connect(path: Path, read_only: bool, wait: float) -> duckdb.DuckDBPyConnecti
                     f"the catalog {path} is in use by another process{held} ({_first_line(error)}); "
                     "close it or wait, then run the command again"
                 ) from error
+            if "not a valid duckdb database" in str(error).lower():
+                raise UserError(f"{path} is not a DuckDB catalog ({_first_line(error)})") from error
             raise UserError(f"cannot open the catalog {path}: {_first_line(error)}") from error
         except duckdb.Error as error:
             raise UserError(f"{path} is not a DuckDB catalog ({_first_line(error)})") from error
