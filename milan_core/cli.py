@@ -10,16 +10,14 @@ from __future__ import annotations
 import argparse
 import sys
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 from milan_core import config
 from milan_core.applications import command as application_commands
 from milan_core.catalog import RunWrite
 from milan_core.describe import command as describe_commands
 from milan_core.errors import UserError
-
-Command = Callable[[argparse.Namespace], int]
 
 
 def _human_bytes(size: float) -> str:

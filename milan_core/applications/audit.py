@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import pandas as pd
 
 from milan_core.catalog import Catalog
-from milan_core.errors import UserError
 from milan_core.catalog.search import DEFAULT_MIN_SIMILARITY, search_units
+from milan_core.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,9 @@ def audit(
 
 def side_by_side(counts: pd.DataFrame) -> pd.DataFrame:
     """Layers as rows, runs as columns, cells 'matches/units (share%)'."""
-    cells = counts.assign(cell=[f"{m}/{u} ({100 * s:.1f}%)" for m, u, s in zip(counts.matches, counts.units, counts.share)])
+    cells = counts.assign(
+        cell=[f"{m}/{u} ({100 * s:.1f}%)" for m, u, s in zip(counts.matches, counts.units, counts.share)]
+    )
     order = cells.sort_values("layer_index").layer.drop_duplicates()
     table = cells.pivot(index="layer", columns="run_id", values="cell").reindex(order).fillna("-")
     table.columns.name = None

@@ -9,10 +9,9 @@ images more than the others, and more than as many random units.
 
 from __future__ import annotations
 
-import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -213,7 +212,8 @@ def checks_table(checks: Sequence[ClassCheck]) -> pd.DataFrame:
 
 def format_checks(checks: Sequence[ClassCheck]) -> str:
     """The class-specific check as a printable table of accuracy drops (points)."""
-    header = f"{'concept':12s} {'units':>5s} {'images':>6s} {'drop on X':>9s} {'drop others':>11s} {'random drop on X':>17s}"
+    header = (f"{'concept':12s} {'units':>5s} {'images':>6s} {'drop on X':>9s} {'drop others':>11s} "
+              f"{'random drop on X':>17s}")
     lines = [header]
     for c in checks:
         if not c.n_units or not c.n_concept_images:

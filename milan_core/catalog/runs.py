@@ -104,11 +104,6 @@ class RunQueries(CatalogBase):
 
     # -- writing --------------------------------------------------------------------------------
 
-    def delete_run(self, run_id: str) -> None:
-        """A run and every row that belongs to it (``schema.CASCADE``), in the caller's transaction."""
-        self.delete_cascade("runs", RUN, run_id)
-        self._forget_unused_images()
-
     def _forget_unused_images(self) -> None:
         self.con.execute("DELETE FROM images WHERE image_id NOT IN (SELECT image_id FROM run_images)")
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from milan_core.catalog import Catalog
-from milan_core.config import CATALOG_PATH, DEFAULT_LAYERS, DEFAULT_MODEL, K, DissectConfig
+from milan_core.config import CATALOG_PATH, DEFAULT_LAYERS, DEFAULT_MODEL, DissectConfig, K
 from milan_core.describe.base import DEFAULT_LAMBDA, select
 from milan_core.describe.registry import DEFAULT_DESCRIBER, make_describer
 from milan_core.describe.store import description_tables, load_run_view, write_descriptions

@@ -8,8 +8,8 @@ either the old descriptions or the new ones, never a mix, and a failure leaves t
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -102,7 +102,3 @@ def write_descriptions(catalog_path: Path, run_id: str, describer: str,
     with Catalog(catalog_path, writable=True) as catalog:
         catalog.replace_descriptions(run_id, describer, descriptions, candidates)
 
-
-def embedding_array(values: Sequence[Sequence[float]]) -> np.ndarray:
-    """Stored FLOAT[] vectors back to an (n, 384) array."""
-    return np.asarray([np.asarray(v, dtype=np.float32) for v in values])
