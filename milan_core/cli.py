@@ -46,6 +46,8 @@ def cmd_dissect(args: argparse.Namespace) -> int:
         shown = ", ".join(summary.skipped[:5]) + (" ..." if len(summary.skipped) > 5 else "")
         print(f"warning: skipped {len(summary.skipped)} unreadable file(s): {shown}", file=sys.stderr)
     print(f"wrote {summary.n_units} units to {args.out} ({_human_bytes(summary.catalog_bytes)})")
+    if summary.written.kept:
+        print(f"run {summary.run_id} had the same exemplars before: its descriptions and results are kept")
     dropped = dropped_message(summary.written, args.out, summary.run_id)
     if dropped:
         print(dropped, file=sys.stderr)
@@ -71,9 +73,12 @@ def dropped_message(written: RunWrite, catalog: Path, run_id: str) -> str | None
 def cmd_migrate(args: argparse.Namespace) -> int:
     from milan_core.catalog.migrate import migrate
 
-    before, after = migrate(args.catalog)
-    print(f"{args.catalog}: schema {before} -> {after}" if before != after else
-          f"{args.catalog} already has schema {after}")
+    done = migrate(args.catalog)
+    print(f"{args.catalog}: schema {done.before} -> {done.after}" if done.before != done.after else
+          f"{args.catalog} already has schema {done.after}")
+    for run_id, root in done.unresolved.items():
+        print(f"note: run {run_id} read its images from {root!r}, which is not there from this directory; "
+              "run migrate again from the directory it was dissected in to store full paths", file=sys.stderr)
     return 0
 
 

@@ -89,6 +89,32 @@ def test_migrate_brings_a_version_1_catalog_to_the_current_schema(
     assert f"already has schema {SCHEMA_VERSION}" in capsys.readouterr().out
 
 
+def test_a_relative_probe_folder_becomes_a_full_path_where_it_is_found(
+    small_catalog: Path, probe_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Version 1 stored the folder as typed; migrate resolves it from the directory it runs in."""
+    old = tmp_path / "old.duckdb"
+    write_v1_catalog(old, small_catalog)
+    relative = Path("..") / probe_dir.name
+    with duckdb.connect(str(old)) as con:
+        con.execute("UPDATE runs SET probe_root = ?", [str(relative)])
+    elsewhere = tmp_path / "a" / "b"
+    elsewhere.mkdir(parents=True)
+    monkeypatch.chdir(elsewhere)  # the folder is not ../probe* from here
+    assert main(["migrate", "--catalog", str(old)]) == 0
+    assert f"read its images from {str(relative)!r}, which is not there" in capsys.readouterr().err
+    monkeypatch.chdir(probe_dir)  # where ../probe* is the probe folder
+    assert main(["migrate", "--catalog", str(old)]) == 0
+    assert "note:" not in capsys.readouterr().err
+    monkeypatch.chdir("/")
+    with Catalog(old) as catalog:
+        run = catalog.run()
+        assert run.probe_root == str(probe_dir.resolve())
+        paths = catalog.exemplars(catalog.unit_id(run.run_id, "blocks.2:0")).path
+        assert all(Path(p).is_absolute() and Path(p).is_file() for p in paths), paths
+
+
 def test_migrate_refuses_what_is_not_a_catalog(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     text = tmp_path / "notes.duckdb"
     text.write_text("hello")

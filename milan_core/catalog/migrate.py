@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import duckdb
+
 from milan_core.catalog.schema import SCHEMA_VERSION
 from milan_core.errors import UserError
 
@@ -213,8 +215,18 @@ def pending(version: int) -> list[Step]:
     return steps
 
 
-def migrate(path: Path) -> tuple[int, int]:
-    """Bring the catalog at ``path`` to ``SCHEMA_VERSION`` in one transaction; (from, to) versions."""
+@dataclass(frozen=True)
+class Migrated:
+    """What ``migrate`` did: the versions, and the runs whose relative probe folder was not found."""
+
+    before: int
+    after: int
+    unresolved: dict[str, str]  # run id -> its probe folder as typed
+
+
+def migrate(path: Path) -> Migrated:
+    """Bring the catalog at ``path`` to ``SCHEMA_VERSION`` in one transaction, and store the probe
+    folders of runs dissected before paths were resolved as full paths (see ``resolve_probe_roots``)."""
     from milan_core.catalog.connection import Catalog
 
     with Catalog(path, writable=True, migrating=True) as catalog:
@@ -228,5 +240,25 @@ def migrate(path: Path) -> tuple[int, int]:
                 for statement in step.statements:
                     con.execute(statement)
             con.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", [str(SCHEMA_VERSION)])
-        return version, SCHEMA_VERSION
+            unresolved = resolve_probe_roots(con)
+        return Migrated(version, SCHEMA_VERSION, unresolved)
 
+
+def resolve_probe_roots(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
+    """Runs of version 1 kept their probe folder as typed (``../shared/...``), relative to wherever
+    the job ran. Where that folder exists relative to the current directory, the run's folder and
+    image paths become full paths; the others are returned (run id -> folder) for a message."""
+    unresolved = {}
+    for run_id, root in con.execute("SELECT run_id, probe_root FROM runs ORDER BY run_id").fetchall():
+        if Path(root).is_absolute():
+            continue
+        folder = Path(root).resolve()
+        if not folder.is_dir():
+            unresolved[run_id] = root
+            continue
+        prefix = len(root.rstrip("/"))
+        con.execute(
+            "UPDATE run_images SET path = ? || substr(path, ?) WHERE run_id = ?", [str(folder), prefix + 1, run_id]
+        )
+        con.execute("UPDATE runs SET probe_root = ? WHERE run_id = ?", [str(folder), run_id])
+    return unresolved

@@ -59,8 +59,7 @@ class RunTables:
 class RunWrite:
     """What writing a run did to the run it replaced: kept its derived rows, or dropped them."""
 
-    replaced: bool = False
-    kept: bool = False
+    kept: bool = False  # the run was there with the same exemplars: its derived rows stay
     dropped: dict[str, int] = field(default_factory=dict)  # table -> rows, derived tables only
     describers: tuple[str, ...] = ()  # whose descriptions were dropped
 
@@ -145,10 +144,10 @@ class RunQueries(CatalogBase):
         if same:
             self.delete_cascade("runs", RUN, run_id, only=DISSECTION_TABLES)
             ids = {(layer, int(unit)): int(i) for layer, unit, i in zip(old.layer, old.unit, old.unit_id)}
-            return RunWrite(replaced=True, kept=True), ids
+            return RunWrite(kept=True), ids
         dropped, describers = self._derived_rows(run_id)
         self.delete_cascade("runs", RUN, run_id)
-        return RunWrite(replaced=True, dropped=dropped, describers=describers), {}
+        return RunWrite(dropped=dropped, describers=describers), {}
 
     def write_run(self, tables: RunTables) -> RunWrite:
         """Write (or replace) one run in a single transaction; what happened to the one replaced."""
