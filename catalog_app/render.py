@@ -88,9 +88,9 @@ def exemplar_rows(catalog: Catalog, unit_ids: Sequence[int], k: int | None = Non
     path and thumbnail, in unit then rank order (one query for a page of cards, not one per card)."""
     return catalog.query(
         "SELECT e.unit_id, e.rank, e.activation, e.amap_min, e.amap_max, e.amap, u.threshold, "
-        "l.map_height, l.map_width, i.path, i.thumbnail FROM exemplars e "
+        "l.map_height, l.map_width, p.path, i.thumbnail FROM exemplars e "
         "JOIN units u ON u.unit_id = e.unit_id JOIN layers l ON l.run_id = u.run_id AND l.layer = u.layer "
-        "JOIN images i ON i.image_id = e.image_id "
+        "JOIN images i ON i.image_id = e.image_id JOIN run_images p ON p.run_id = u.run_id AND p.image_id = e.image_id "
         "WHERE e.unit_id IN (SELECT unnest(?::BIGINT[])) AND (? IS NULL OR e.rank < ?) ORDER BY e.unit_id, e.rank",
         [[int(i) for i in unit_ids], k, k],
     )
