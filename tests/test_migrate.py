@@ -28,8 +28,10 @@ def write_v1_catalog(path: Path, source: Path) -> None:
             con.execute(statement)
         con.execute("INSERT INTO meta (key, value) VALUES ('schema_version', '1')")
         con.execute(f"ATTACH {literal(source)} AS src (READ_ONLY)")
-        for table in ("runs", "layers", "exemplars", "descriptions", "candidates"):
+        for table in ("runs", "layers", "exemplars"):
             con.execute(f"INSERT INTO {table} SELECT * FROM src.{table}")
+        for table in ("descriptions", "candidates"):  # version 3 added significance
+            con.execute(f"INSERT INTO {table} SELECT * EXCLUDE (significance) FROM src.{table}")
         con.execute(
             "INSERT INTO units SELECT unit_id, run_id, layer, unit, threshold, quantile, act_mean, act_std, "
             "act_min, act_max, act_min, act_max, hist FROM src.units"
