@@ -5,7 +5,9 @@ regions, that the region shows that WordNet synset (a class or any class under i
 attribute phrase, its value from ``attributes.compose``. Units of layers without spatial maps are
 described by objects in their whole exemplar images only: colour or position of a whole photo
 says nothing about a logit. Every unit also gets the honest fallback ``NO_EVIDENCE_TEXT`` at
-``NO_EVIDENCE_P``, which wins only when nothing else is likely.
+``NO_EVIDENCE_P``, which wins only when nothing else is likely. Spatial units also get parts
+(``parts.part_candidates``): human faces, eyes, noses, mouths and text from offline detectors, and
+animal heads and faces from the eye's class-activation maps (weak evidence).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import torch
 from milan_core.describe.attributes import compose, measure, phrases
 from milan_core.describe.base import NO_EVIDENCE_TEXT, Candidate, RunView, UnitView, evidence_prior
 from milan_core.describe.eye import choose_eye, load_eye, region_class_probabilities, see
+from milan_core.describe.parts import part_candidates, part_texts
 from milan_core.describe.segmentation import FIRST_STUFF_ID, concept_iou, concept_word, read_classes
 from milan_core.describe.wordnet import imagenet_hierarchy
 from milan_core.errors import UserError
@@ -79,20 +82,21 @@ class EvidenceDescriber:
         attributes = measure([run.units[i] for i in spatial], small) if spatial else None
         attribute_row = {unit: row for row, unit in enumerate(spatial)}
         labelled = segmentation_candidates(run, self.masks, self.classes) if self.masks and self.classes else {}
+        parts = part_candidates(run, views, seen)  # faces and text (detectors), animal heads (eye CAMs)
         proposals = []
         for i, unit in enumerate(run.units):
             candidates = [no_evidence(), *object_candidates(class_probs[i], synset_probs[i], eye_name)]
             if i in attribute_row:
                 candidates += compose(attributes, attribute_row[i])
-            proposals.append(candidates + labelled.get(unit.unit_id, []))
+            proposals.append(candidates + labelled.get(unit.unit_id, []) + parts.get(unit.unit_id, []))
         return proposals
 
     def log_prior(self, proposals: Sequence[Sequence[Candidate]]) -> dict[str, float]:
         return evidence_prior(proposals)
 
     def known_texts(self) -> list[str]:
-        """Every text this describer proposes without labelled masks: WordNet names and phrases."""
-        return [NO_EVIDENCE_TEXT, *imagenet_hierarchy().texts, *phrases()]
+        """Every text this describer proposes without labelled masks: WordNet names, phrases and parts."""
+        return [NO_EVIDENCE_TEXT, *imagenet_hierarchy().texts, *phrases(), *part_texts()]
 
 
 def object_candidates(class_probs: torch.Tensor, synset_probs: torch.Tensor, eye: str) -> list[Candidate]:
