@@ -15,7 +15,7 @@ from milan_core.catalog.search import default_describer
 
 EXPORT_COLUMNS = (
     "run_id", "model", "layer", "unit", "key", "describer", "description", "score", "log_p_given_e", "log_p",
-    "confidence", "evidence_type", "threshold", "act_mean", "act_max", "exemplar_paths",
+    "confidence", "significance", "evidence_type", "threshold", "act_mean", "act_max", "exemplar_paths",
 )
 
 
@@ -26,7 +26,7 @@ def export_frame(catalog: Catalog, unit_ids: Sequence[int], describer: str | Non
     frame = catalog.query(
         """
         SELECT u.run_id, r.model, u.layer, u.unit, u.layer || ':' || u.unit AS key, d.describer,
-               d.description, d.score, d.log_p_given_e, d.log_p, d.confidence, d.evidence_type,
+               d.description, d.score, d.log_p_given_e, d.log_p, d.confidence, d.significance, d.evidence_type,
                u.threshold, u.act_mean, u.act_max,
                (SELECT string_agg(rtrim(r.probe_root, '/') || '/' || i.path, ';' ORDER BY e.rank)
                   FROM exemplars e JOIN images i USING (image_id) WHERE e.unit_id = u.unit_id) AS exemplar_paths

@@ -68,6 +68,19 @@ def cmd_layers(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_migrate(args: argparse.Namespace) -> int:
+    """Opening a catalog for writing migrates it (a newer file is refused with a sentence)."""
+    from milan_core.catalog import MAKE_ONE, Catalog
+    from milan_core.catalog.schema import SCHEMA_VERSION
+
+    if not args.catalog.is_file():
+        raise UserError(f"no catalog at {args.catalog}; {MAKE_ONE.format(path=args.catalog)}")
+    with Catalog(args.catalog, writable=True):
+        pass
+    print(f"{args.catalog}: catalog schema {SCHEMA_VERSION}")
+    return 0
+
+
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=DEFAULT_MODEL,
                         help="efficientnet-lite0/1/2, a torchvision or timm name, or package.module:callable")
@@ -99,6 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
     layers = sub.add_parser("layers", help="list a model's hookable layers and their output shapes")
     _add_model_arguments(layers)
     layers.set_defaults(func=cmd_layers)
+
+    migrate = sub.add_parser("migrate", help="bring an older catalog file to this code's schema")
+    migrate.add_argument("--catalog", type=Path, default=DEFAULT_CATALOG, help="catalog file (DuckDB)")
+    migrate.set_defaults(func=cmd_migrate)
 
     for register in _extra_commands():
         register(sub)

@@ -45,8 +45,10 @@ def resolve_runs(catalog: Catalog, run_ids: Sequence[str] | None) -> list[str]:
 def matching_units(
     catalog: Catalog, query: str, run_ids: Sequence[str], describer: str | None = None,
     min_similarity: float = DEFAULT_MIN_SIMILARITY, layers: Sequence[str] = (), candidates: bool = False,
+    required: bool = True,
 ) -> pd.DataFrame:
-    """Every unit of the runs whose description matches the query; a UserError when none does.
+    """Every unit of the runs whose description matches the query; a UserError when none does,
+    unless not ``required`` (an audit: zero units of a kind is an answer, not a mistake).
 
     The search also counts a query word in a unit's losing candidates; the applications act on
     what a unit *is described as*, so those hits count only with ``candidates=True`` (a unit
@@ -61,7 +63,7 @@ def matching_units(
     )
     if not candidates:
         found = found[(found.description_hits > 0) | found.semantic_hit].reset_index(drop=True)
-    if found.empty:
+    if found.empty and required:
         raise UserError(
             f"no unit of {', '.join(run_ids)} has a description matching {query!r} (keyword, or "
             f"cosine similarity >= {min_similarity:g}); try another --query or a lower --min-similarity"
@@ -87,7 +89,7 @@ def audit(
     min_similarity: float = DEFAULT_MIN_SIMILARITY, candidates: bool = False,
 ) -> Audit:
     runs = resolve_runs(catalog, run_ids)
-    units = matching_units(catalog, query, runs, describer, min_similarity, candidates=candidates)
+    units = matching_units(catalog, query, runs, describer, min_similarity, candidates=candidates, required=False)
     return Audit(query, runs, describer, min_similarity, layer_counts(catalog, units, runs), units)
 
 
@@ -109,8 +111,11 @@ def format_audit(result: Audit) -> str:
         side_by_side(result.counts).to_string(),
         "",
     ]
-    shown = result.units[["run_id", "key", "rank_score", "description", "reason"]]
-    lines.append(shown.to_string(index=False, float_format=lambda x: f"{x:.2f}"))
+    if result.units.empty:
+        lines.append(f"no unit has a description matching {result.query!r}")
+    else:
+        shown = result.units[["run_id", "key", "rank_score", "description", "reason"]]
+        lines.append(shown.to_string(index=False, float_format=lambda x: f"{x:.2f}"))
     return "\n".join(lines)
 
 

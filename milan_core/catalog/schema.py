@@ -11,9 +11,9 @@ and logs is ``layer:unit`` within a run.
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
-#: Ordered DDL statements for version 1. Every statement is idempotent so that opening a catalog
+#: Ordered DDL statements for the current version. Every statement is idempotent so that opening a catalog
 #: for writing can always run them.
 DDL: tuple[str, ...] = (
     """
@@ -110,6 +110,7 @@ DDL: tuple[str, ...] = (
         log_p_given_e    DOUBLE NOT NULL,
         log_p            DOUBLE NOT NULL,
         confidence       DOUBLE NOT NULL,
+        significance     DOUBLE,            -- p-value: this much evidence by chance (NULL: not measured)
         evidence_type    VARCHAR NOT NULL,
         evidence         JSON NOT NULL,
         embedding        FLOAT[],
@@ -126,6 +127,7 @@ DDL: tuple[str, ...] = (
         log_p_given_e    DOUBLE NOT NULL,
         log_p            DOUBLE NOT NULL,
         score            DOUBLE NOT NULL,
+        significance     DOUBLE,
         embedding        FLOAT[],
         PRIMARY KEY (unit_id, describer, rank)
     )
@@ -215,4 +217,10 @@ DDL: tuple[str, ...] = (
 )
 
 #: Statements that bring a catalog of version ``v`` to ``v + 1``, keyed by ``v``.
-MIGRATIONS: dict[int, tuple[str, ...]] = {}
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    # 1 -> 2: each description (and candidate) says how unlikely its evidence is by chance.
+    1: (
+        "ALTER TABLE descriptions ADD COLUMN IF NOT EXISTS significance DOUBLE",
+        "ALTER TABLE candidates ADD COLUMN IF NOT EXISTS significance DOUBLE",
+    ),
+}

@@ -77,6 +77,7 @@ class UnitFilters:
     layers: tuple[str, ...] = ()
     evidence_types: tuple[str, ...] = ()
     min_confidence: float | None = None
+    max_significance: float | None = None  # keep labels at most this likely by chance (p-value)
     min_score: float | None = None
     min_iou: float | None = None
     min_act_mean: float | None = None
@@ -275,6 +276,7 @@ RANKED_SQL = f"""
           AND (len($layers) = 0 OR list_contains($layers, u.layer))
           AND (len($evidence_types) = 0 OR list_contains($evidence_types, d.evidence_type))
           AND ($min_confidence IS NULL OR d.confidence >= $min_confidence)
+          AND ($max_significance IS NULL OR d.significance <= $max_significance)
           AND ($min_score IS NULL OR d.score >= $min_score)
           AND ($min_iou IS NULL OR {BEST_IOU_SQL} >= $min_iou)
           AND ($min_act_mean IS NULL OR u.act_mean >= $min_act_mean)
@@ -304,6 +306,7 @@ def _search_params(
         "layers": list(chosen.layers),
         "evidence_types": list(chosen.evidence_types),
         "min_confidence": chosen.min_confidence,
+        "max_significance": chosen.max_significance,
         "min_score": chosen.min_score,
         "min_iou": chosen.min_iou,
         "min_act_mean": chosen.min_act_mean,
@@ -327,7 +330,7 @@ def search_units(
 
     ``limit=None`` returns every match (for exports); otherwise at most ``limit`` rows from ``offset``.
     ``describer`` picks whose descriptions to search (default: the most used one). ``filters`` are
-    the fields of ``UnitFilters`` (``layers``, ``evidence_types``, ``min_confidence``, ``min_score``,
+    the fields of ``UnitFilters`` (``layers``, ``evidence_types``, ``min_confidence``, ``max_significance``, ``min_score``,
     ``min_iou``, ``min_act_mean``, ``max_act_mean``, ``min_act_max``). With an empty query the units
     come in catalog order (run, layer, unit). Columns: unit_id, run_id, model, layer, layer_index,
     unit, key ('layer:unit'), describer, description, score (PMI), log_p_given_e, log_p, confidence,
@@ -344,7 +347,7 @@ def search_units(
             ORDER BY rank_score DESC, run_id, layer_index, unit LIMIT $limit OFFSET $offset
         )
         SELECT p.unit_id, p.run_id, r.model, p.layer, p.layer_index, p.unit, p.layer || ':' || p.unit AS key,
-               d.describer, d.description, d.score, d.log_p_given_e, d.log_p, d.confidence, p.evidence_type,
+               d.describer, d.description, d.score, d.log_p_given_e, d.log_p, d.confidence, d.significance, p.evidence_type,
                {BEST_IOU_SQL} AS best_iou, u.threshold, u.act_mean, u.act_std, u.act_max,
                p.description_hits, p.candidate_hits, p.candidate_text, p.similarity, p.semantic_hit,
                p.keyword_hit, p.rank_score, p.total

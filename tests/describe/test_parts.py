@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import shutil
 import sys
 from pathlib import Path
@@ -18,6 +19,7 @@ from milan_core.describe.detectors import CONCEPTS, Detections, detect
 from milan_core.describe.evidence import EvidenceDescriber
 from milan_core.describe.eye import EyeFeatures, load_eye, see
 from milan_core.describe.parts import animal_maps, part_candidates, part_texts
+from milan_core.describe.significance import null_units
 from milan_core.errors import UserError
 from milan_core.models import recorded_preprocessing
 
@@ -90,12 +92,12 @@ def test_a_unit_whose_masks_cover_faces_gets_face_candidates_and_others_do_not(
         _unit(2, {"astronaut.png": _grid_map(corner), "rocket.jpg": _grid_map(corner)}),
         _unit(3, {"page.png": _grid_map(text)}),
     )
-    run = RunView(photo_run.run_id, photo_run.model, photo_run.probe_root, photo_run.preprocessing, units)
-    proposed = part_candidates(run, views, seen)
+    proposed = part_candidates(units, (), views, seen)  # no random units: p(d|E) is the value itself
     face_candidates = {c.text: c for c in proposed[1] if c.evidence.get("concept") == "human faces"}
     assert set(face_candidates) == {"human faces", "people's faces"}
     assert face_candidates["human faces"].evidence["iou"] > 0.3 and face_candidates["human faces"].log_p_given_e == 0.0
-    assert not [c for c in proposed[2] if c.evidence.get("detector")]  # a corner is no face and no text
+    assert face_candidates["human faces"].evidence["chance"] == 0.0
+    assert not [c for c in proposed.get(2, []) if c.evidence.get("detector")]  # a corner is no face and no text
     assert {"text", "letters and words"} <= {c.text for c in proposed[3]}
     assert all(c.evidence_type == "object" and c.text in part_texts() for cs in proposed.values() for c in cs)
 
@@ -113,12 +115,29 @@ def test_a_unit_on_the_cats_head_gets_weak_cat_face_candidates_and_one_beside_it
     beside &= ~head
     # a low threshold: the unit's mask is about the head's size (at 0.5 the 7 x 7 map's border cells fall out)
     units = (_unit(1, {"chelsea.png": _grid_map(head)}, threshold=0.25), _unit(2, {"chelsea.png": _grid_map(beside)}))
-    run = RunView(photo_run.run_id, photo_run.model, photo_run.probe_root, photo_run.preprocessing, units)
-    proposed = part_candidates(run, views, seen)
+    proposed = part_candidates(units, (), views, seen)
     texts = {c.text: c for c in proposed[1]}
     assert {"cat faces", "heads of cats", "animal faces"} <= set(texts)
     assert texts["cat faces"].evidence["weak"] is True and texts["cat faces"].evidence["on_heads"] > 0.5
-    assert not proposed[2]
+    assert not proposed.get(2)
+
+
+def test_faces_that_every_unit_of_a_layer_covers_are_no_evidence_against_its_random_units(
+        views: dict, found: Detections, seen: EyeFeatures) -> None:
+    """Against random units of the layer (``null_units``), a unit's face evidence is its excess over
+    chance: high when faces are rare in the layer's regions, nothing when every region is a face."""
+    face = _grid_map(found.masks[found.index["astronaut.png"], 0])
+    corner = np.zeros((GRID, GRID), np.float32)
+    corner[0, 0] = 1.0
+    rare = [_unit(1, {"astronaut.png": face})] + [_unit(u, {"rocket.jpg": corner, "coffee.png": corner}) for u in range(2, 9)]
+    shared = [_unit(u, {"astronaut.png": face}) for u in range(1, 9)]
+    excess = {}
+    for name, units in (("rare", rare), ("shared", shared)):
+        candidate = next(c for c in part_candidates(units, null_units(units), views, seen)[1] if c.text == "human faces")
+        assert candidate.evidence["value"] == 1.0
+        excess[name] = (math.exp(candidate.log_p_given_e), candidate.significance)
+    assert excess["rare"][0] > 0.5 and excess["rare"][1] < 0.2
+    assert excess["shared"][0] < 0.01 and excess["shared"][1] == 1.0
 
 
 def test_part_phrases_are_known_texts_of_the_evidence_describer() -> None:
