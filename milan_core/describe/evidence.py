@@ -9,7 +9,9 @@ rarely near 1), so ``p(d | E)`` is each value's excess over random units of the 
 every candidate carries its permutation p-value. Units of layers without spatial maps are
 described by objects in their whole exemplar images only: colour or position of a whole photo
 says nothing about a logit. Every unit also gets the honest fallback ``NO_EVIDENCE_TEXT`` at
-``NO_EVIDENCE_P``, which wins only when nothing else is likely.
+``NO_EVIDENCE_P``, which wins only when nothing else is likely. Spatial units also get parts
+(``parts.part_candidates``): human faces, eyes, noses, mouths and text from offline detectors, and
+animal heads and faces from the eye's class-activation maps (weak evidence).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import torch
 from milan_core.describe.attributes import PhraseTable, measure, phrase_table, phrases
 from milan_core.describe.base import NO_EVIDENCE_TEXT, Candidate, RunView, UnitView, evidence_prior
 from milan_core.describe.eye import choose_eye, load_eye, region_class_probabilities, see
+from milan_core.describe.parts import part_candidates, part_texts
 from milan_core.describe.segmentation import FIRST_STUFF_ID, concept_iou, concept_word, read_classes
 from milan_core.describe.significance import Chance, against_chance, null_units
 from milan_core.describe.wordnet import imagenet_hierarchy
@@ -94,20 +97,21 @@ class EvidenceDescriber:
             null_layers = [layers[i] for i in spatial if i >= real]
             attributes = against_chance(table.values[is_real], real_layers, table.values[~is_real], null_layers)
         labelled = segmentation_candidates(run, self.masks, self.classes) if self.masks and self.classes else {}
+        parts = part_candidates(run.units, every[real:], views, seen)  # faces, text; animal heads (weak)
         proposals = []
         for i, unit in enumerate(run.units):
             candidates = [no_evidence(), *object_candidates(class_probs[i], synset_probs[i], objects, i, eye_name)]
             if i in attribute_row:
                 candidates += phrase_candidates(table, attributes, attribute_row[i])
-            proposals.append(candidates + labelled.get(unit.unit_id, []))
+            proposals.append(candidates + labelled.get(unit.unit_id, []) + parts.get(unit.unit_id, []))
         return proposals
 
     def log_prior(self, proposals: Sequence[Sequence[Candidate]]) -> dict[str, float]:
         return evidence_prior(proposals)
 
     def known_texts(self) -> list[str]:
-        """Every text this describer proposes without labelled masks: WordNet names and phrases."""
-        return [NO_EVIDENCE_TEXT, *imagenet_hierarchy().texts, *phrases()]
+        """Every text this describer proposes without labelled masks: WordNet names, phrases and parts."""
+        return [NO_EVIDENCE_TEXT, *imagenet_hierarchy().texts, *phrases(), *part_texts()]
 
 
 def _above_chance(values: torch.Tensor, chance: Chance, row: int, count: int) -> list[tuple[int, dict, float]]:
