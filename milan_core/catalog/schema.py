@@ -124,10 +124,10 @@ DDL: tuple[str, ...] = (
         log_p_given_e    DOUBLE NOT NULL,
         log_p            DOUBLE NOT NULL,
         confidence       DOUBLE NOT NULL,
-        significance     DOUBLE,            -- p-value: this much evidence by chance (NULL: not measured)
         evidence_type    VARCHAR NOT NULL,
         evidence         JSON NOT NULL,
         embedding        FLOAT[],
+        significance     DOUBLE,            -- p-value: this much evidence by chance (NULL: not measured)
         PRIMARY KEY (unit_id, describer)
     )
     """,
@@ -141,8 +141,8 @@ DDL: tuple[str, ...] = (
         log_p_given_e    DOUBLE NOT NULL,
         log_p            DOUBLE NOT NULL,
         score            DOUBLE NOT NULL,
-        significance     DOUBLE,
         embedding        FLOAT[],
+        significance     DOUBLE,
         PRIMARY KEY (unit_id, describer, rank)
     )
     """,
