@@ -6,7 +6,7 @@ old descriptions or the new ones, never a mix, and a failure leaves the old ones
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import pandas as pd
 

@@ -8,14 +8,14 @@ attribute a probability-like value in 0..1 that ``compose`` turns into candidate
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from milan_core.describe.base import Candidate, UnitView
+from milan_core.describe.base import UnitView
 from milan_core.describe.regions import ExemplarTable, exemplar_weights
 
 #: Basic colour terms (Berlin and Kay's eleven).

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Protocol, Sequence, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 from PIL import Image
@@ -155,7 +156,7 @@ class UnitDescription:
         """How likely the winner's evidence is by chance (None: not measured)."""
         return self.chosen.candidate.significance
 
-    def choosing(self, rank: int) -> "UnitDescription":
+    def choosing(self, rank: int) -> UnitDescription:
         """The same candidates with the one at ``rank`` chosen (moved first), the others in order."""
         ranked = list(self.ranked)
         return UnitDescription(self.unit_id, (ranked.pop(rank), *ranked))
@@ -277,9 +278,9 @@ def spread_layer_shares(described: Sequence[UnitDescription], layers: Sequence[s
             for i in rows:
                 counts.setdefault(result[i].chosen.candidate.text, []).append(i)
             full = {text for text, holders in counts.items() if len(holders) >= limit}
-            over = [(text, holders) for text, holders in counts.items() if len(holders) > limit]
+            over = [holders for holders in counts.values() if len(holders) > limit]
             moved = False
-            for text, holders in over:
+            for holders in over:
                 margin = {i: result[i].chosen.score - (result[i].ranked[1].score if len(result[i].ranked) > 1 else 0.0)
                           for i in holders}
                 for i in sorted(holders, key=margin.get)[: len(holders) - limit]:

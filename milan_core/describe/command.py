@@ -16,7 +16,12 @@ import pandas as pd
 from milan_core.catalog import Catalog
 from milan_core.config import CATALOG_PATH, DEFAULT_LAYERS, DEFAULT_MODEL, QUANTILE, DissectConfig, K
 from milan_core.describe.base import (
-    DEFAULT_LAMBDA, MAX_LAYER_SHARE, layer_priors, layer_shares, select, spread_layer_shares,
+    DEFAULT_LAMBDA,
+    MAX_LAYER_SHARE,
+    layer_priors,
+    layer_shares,
+    select,
+    spread_layer_shares,
 )
 from milan_core.describe.registry import DEFAULT_DESCRIBER, make_describer
 from milan_core.describe.store import description_tables, load_run_view, write_descriptions
@@ -75,7 +80,8 @@ def _described_run(args: argparse.Namespace, layers: tuple[str, ...], workdir: P
         path = args.catalog
     else:
         path = workdir / "catalog.duckdb"
-        config = DissectConfig(model=args.model, images=str(args.images) if args.images else None, layers=layers, k=args.k,
+        images = str(args.images) if args.images else None
+        config = DissectConfig(model=args.model, images=images, layers=layers, k=args.k,
                                quantile=getattr(args, "quantile", QUANTILE), max_images=args.max_images, workers=0)
         run_id = dissect(config, path).run_id
     run_id, describer = describe_run(path, run_id, args.describer)
@@ -163,8 +169,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     annotations = checks.add_parser("annotations", help="hidden units vs blind human annotations (MiniLM similarity)")
     _add_evaluation_arguments(annotations)
     annotations.add_argument("--annotations", type=Path, required=True,
-                             help="CSV with model,layer,unit,annotation (e.g. ../shared/data/annotations-lite0/annotations.csv)")
+                             help="CSV with model,layer,unit,annotation (one row per annotated unit)")
     annotations.add_argument("--layers", default="blocks.3,blocks.4,blocks.5,blocks.6",
                              help="comma-separated layers to dissect when no --catalog is given")
-    annotations.add_argument("--quantile", type=float, default=QUANTILE, help="threshold quantile for a fresh dissection")
+    annotations.add_argument("--quantile", type=float, default=QUANTILE,
+                             help="threshold quantile for a fresh dissection")
     annotations.set_defaults(func=cmd_evaluate_annotations)

@@ -210,10 +210,9 @@ def annotation_rows(layer_units: pd.DataFrame, annotations: pd.DataFrame, candid
     per_unit = {m: np.diag(vectors.cosines(texts, reference)) for m, texts in methods.items()}
     everyone = vectors.cosines(layer_units.description.tolist(), sorted(set(reference)))
     column = {r: i for i, r in enumerate(sorted(set(reference)))}
-    per_unit["random_unit"] = np.array([
-        everyone[((layer_units.layer == row.layer) & (layer_units.unit != row.unit)).to_numpy(), column[row.annotation]].mean()
-        for row in scored.itertuples()
-    ])
+    others = [((layer_units.layer == layer) & (layer_units.unit != unit)).to_numpy()
+              for layer, unit in zip(scored.layer, scored.unit)]
+    per_unit["random_unit"] = np.array([everyone[rows, column[a]].mean() for rows, a in zip(others, scored.annotation)])
     oracle_texts, oracle = [], []
     for row in scored.itertuples():
         texts = candidates[candidates.unit_id == row.unit_id].text.tolist() or [row.description]

@@ -16,8 +16,8 @@ the real units. ``against_chance`` then gives every (unit, description) two numb
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch

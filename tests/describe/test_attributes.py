@@ -6,8 +6,17 @@ import numpy as np
 import torch
 
 from milan_core.describe.attributes import (
-    BORDERS, COLOURS, CORNERS, ORIENTATIONS, POSITIONS, Attributes, colour_terms, empty_attributes, measure,
-    phrase_table, phrases,
+    BORDERS,
+    COLOURS,
+    CORNERS,
+    ORIENTATIONS,
+    POSITIONS,
+    Attributes,
+    colour_terms,
+    empty_attributes,
+    measure,
+    phrase_table,
+    phrases,
 )
 from milan_core.describe.base import Exemplar, UnitView
 
@@ -111,5 +120,6 @@ def test_the_phrase_table_is_the_known_vocabulary() -> None:
                                else torch.rand(n, generator=rng) * 0.5 for name in Attributes.__dataclass_fields__})
     table = phrase_table(attributes)
     assert table.texts == phrases() and len(set(table.texts)) == len(table.texts) > 400
-    assert table.values.shape == (n, len(table.texts)) and 0.0 <= float(table.values.min()) <= float(table.values.max()) <= 1.0
+    assert table.values.shape == (n, len(table.texts))
+    assert 0.0 <= float(table.values.min()) <= float(table.values.max()) <= 1.0
     assert phrase_table(empty_attributes(3)).values.abs().sum() == 0

@@ -7,7 +7,13 @@ import math
 import pytest
 
 from milan_core.describe.base import (
-    Candidate, evidence_prior, layer_priors, layer_shares, pmi_score, select, spread_layer_shares,
+    Candidate,
+    evidence_prior,
+    layer_priors,
+    layer_shares,
+    pmi_score,
+    select,
+    spread_layer_shares,
 )
 
 
@@ -56,7 +62,8 @@ def test_the_prior_is_each_layers_own() -> None:
     fine = [[_c("large areas", 0.9), _c("thing x", 0.3)]] + [[_c(f"other {i}", 0.5)] for i in range(9)]
     layers = ["coarse"] * 10 + ["fine"] * 10
     priors = layer_priors(evidence_prior, coarse + fine, layers)
-    assert priors[0]["large areas"] == pytest.approx(math.log(0.9)) and priors[10]["large areas"] == pytest.approx(math.log(0.1))
+    assert priors[0]["large areas"] == pytest.approx(math.log(0.9))
+    assert priors[10]["large areas"] == pytest.approx(math.log(0.1))
     described = select(list(range(20)), coarse + fine, priors, lam=1.0)
     assert all(d.chosen.candidate.text.startswith("thing") for d in described[:10])
     assert described[10].chosen.candidate.text == "large areas"

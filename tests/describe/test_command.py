@@ -149,7 +149,8 @@ def test_every_description_says_how_likely_its_evidence_is_by_chance(described_c
         candidates = catalog.query("SELECT * FROM candidates")
         significant = search_units(catalog, "", limit=None, max_significance=0.05)
     measured = frame[frame.description != NO_EVIDENCE_TEXT]
-    assert measured.significance.notna().all() and frame[frame.description == NO_EVIDENCE_TEXT].significance.isna().all()
+    assert measured.significance.notna().all()
+    assert frame[frame.description == NO_EVIDENCE_TEXT].significance.isna().all()
     assert measured.significance.between(1 / (NULL_UNITS + 1) - 1e-9, 1.0).all()
     assert candidates.significance.notna().sum() > len(frame)  # losing candidates carry theirs too
     # the search filter keeps exactly the descriptions at most that likely by chance

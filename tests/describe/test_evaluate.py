@@ -84,6 +84,7 @@ def test_annotations_are_scored_beside_baselines_and_the_oracle_candidate(
 def test_annotations_of_another_model_are_one_line_of_error(described_catalog: Path, tmp_path: Path, capsys) -> None:
     annotations = tmp_path / "other.csv"
     annotations.write_text("model,layer,unit,annotation\nresnet18,layer1,0,dog faces\n")
-    assert main(["evaluate", "annotations", "--catalog", str(described_catalog), "--annotations", str(annotations)]) == 2
+    arguments = ["evaluate", "annotations", "--catalog", str(described_catalog), "--annotations", str(annotations)]
+    assert main(arguments) == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and "resnet18" in err and err.count("\n") == 1

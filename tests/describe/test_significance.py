@@ -13,8 +13,8 @@ from milan_core.describe.significance import MIN_EXCESS, against_chance, null_un
 
 def _unit(unit: int, layer: str, threshold: float, images: range) -> UnitView:
     rng = np.random.default_rng(unit)
-    exemplars = tuple(Exemplar(r, i, f"{i}.png", threshold + 1.0 - r / 10, rng.random((4, 4), dtype=np.float32) + threshold)
-                      for r, i in enumerate(images))
+    maps = [rng.random((4, 4), dtype=np.float32) + threshold for _ in images]
+    exemplars = tuple(Exemplar(r, i, f"{i}.png", threshold + 1.0 - r / 10, maps[r]) for r, i in enumerate(images))
     return UnitView(unit, layer, unit, threshold, exemplars)
 
 
