@@ -229,8 +229,12 @@ def select(
 ) -> list[UnitDescription]:
     """The one selection rule: rank each unit's candidates by PMI, best first.
 
-    ``log_prior`` is one mapping for every unit, or one per unit (``layer_priors``). Duplicate
-    texts within a unit keep their most likely version; ties keep proposal order.
+    A candidate whose evidence random regions of the layer reach too often (significance above
+    ``SIGNIFICANT``) ranks after every candidate that is better than chance, whatever its PMI: a
+    label no better than chance is no label (``unclear``, whose significance is not measured, wins
+    when nothing else is better than chance). ``log_prior`` is one mapping for every unit, or one
+    per unit (``layer_priors``). Duplicate texts within a unit keep their most likely version;
+    ties keep proposal order.
     """
     if len(unit_ids) != len(proposals):
         raise ValueError(f"{len(proposals)} proposals for {len(unit_ids)} units")
@@ -244,8 +248,14 @@ def select(
             if candidate.text not in best or candidate.log_p_given_e > best[candidate.text].log_p_given_e:
                 best[candidate.text] = candidate
         scored = [Scored(c, prior[c.text], pmi_score(c.log_p_given_e, prior[c.text], lam)) for c in best.values()]
-        described.append(UnitDescription(unit_id, tuple(sorted(scored, key=lambda s: -s.score))))
+        described.append(UnitDescription(unit_id, tuple(sorted(scored, key=lambda s: (chance_level(s), -s.score)))))
     return described
+
+
+def chance_level(scored: Scored) -> bool:
+    """True when random regions of the layer show the candidate's evidence too often."""
+    significance = scored.candidate.significance
+    return significance is not None and significance > SIGNIFICANT
 
 
 def _movable(description: UnitDescription, full: set[str]) -> int | None:

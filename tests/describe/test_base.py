@@ -82,3 +82,12 @@ def test_no_description_holds_more_than_its_share_of_a_layer_unless_nothing_else
     assert texts[12:] == ["large areas"] * 8
     assert {c.candidate.text for c in spread[5].ranked} == {"large areas", "own 5"}  # the loser is kept
     assert layer_shares(spread, ["a"] * 20)["a"] == ("large areas", 11 / 20)
+
+
+def test_a_candidate_no_better_than_chance_never_outranks_one_that_is() -> None:
+    proposals = [[_c("text", 0.6, 0.2), _c("the right edge of the image", 0.3, 0.01), _c("unclear", 0.05)],
+                 [_c("text", 0.6, 0.2), _c("unclear", 0.05)]]
+    prior = {"text": math.log(0.5), "the right edge of the image": math.log(0.5), "unclear": math.log(0.05)}
+    first, second = select([1, 2], proposals, prior)
+    assert first.chosen.candidate.text == "the right edge of the image" and first.ranked[-1].candidate.text == "text"
+    assert second.chosen.candidate.text == "unclear"  # the honest label when nothing beats chance
