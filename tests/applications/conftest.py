@@ -47,8 +47,9 @@ def write_descriptions(path: Path, descriptions: pd.DataFrame, describer: str = 
     with Catalog(path, writable=True) as catalog, catalog.transaction() as con:
         con.register("new_descriptions", rows)
         con.execute(
-            "INSERT INTO descriptions SELECT unit_id, describer, description, score, log_p_given_e, log_p, "
-            "confidence, evidence_type, evidence, embedding FROM new_descriptions"
+            "INSERT INTO descriptions (unit_id, describer, description, score, log_p_given_e, log_p, confidence, "
+            "evidence_type, evidence, embedding) SELECT unit_id, describer, description, score, log_p_given_e, "
+            "log_p, confidence, evidence_type, evidence, embedding FROM new_descriptions"
         )
         con.unregister("new_descriptions")
 
