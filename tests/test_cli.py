@@ -187,3 +187,16 @@ def test_an_interrupted_job_leaves_the_catalog_as_it_was(
         assert code == 130
         assert "the catalog was not changed" in log.read_text() and "last checkpoint" in log.read_text()
         assert "Traceback" not in log.read_text()
+
+
+def test_every_command_is_registered_and_no_command_module_imports_the_cli() -> None:
+    """cli imports each command module's register() itself: none can vanish, and no cycle back."""
+    from milan_core.cli import build_parser
+
+    subparsers = next(a for a in build_parser()._actions if a.dest == "command")
+    commands = {"dissect", "layers", "migrate", "describe", "evaluate", "audit", "ablate", "edit"}
+    assert set(subparsers.choices) == commands
+    check = ("import sys, milan_core.describe.command, milan_core.applications.command; "
+             "print('milan_core.cli' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert result.stdout.strip() == "False"
