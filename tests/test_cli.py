@@ -91,7 +91,9 @@ def test_empty_folder_and_a_file_instead_of_a_folder(capsys: pytest.CaptureFixtu
     assert_one_line_error(code, err, "wants a folder")
 
 
-def test_weights_that_do_not_fit_are_a_clear_error(capsys: pytest.CaptureFixture[str], tmp_path: Path, probe_dir: Path) -> None:
+def test_weights_that_do_not_fit_are_a_clear_error(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, probe_dir: Path
+) -> None:
     weights = tmp_path / "wrong.pt"
     torch.save({"conv.weight": torch.zeros(1)}, weights)
     code, _, err = run_cli(capsys, "dissect", "--model", "resnet18", "--weights", str(weights),
@@ -119,7 +121,8 @@ def test_a_folder_of_only_broken_files_is_an_error(capsys: pytest.CaptureFixture
     folder = tmp_path / "broken"
     folder.mkdir()
     (folder / "a.png").write_bytes(b"\x89PNG not really")
-    code, _, err = run_cli(capsys, "dissect", "--images", str(folder), "--out", str(tmp_path / "c.duckdb"), "--workers", "0")
+    code, _, err = run_cli(capsys, "dissect", "--images", str(folder), "--out", str(tmp_path / "c.duckdb"),
+                           "--workers", "0")
     assert_one_line_error(code, err, "could be read")
 
 
@@ -133,11 +136,14 @@ def test_layers_lists_names_and_shapes(capsys: pytest.CaptureFixture[str]) -> No
 def test_a_module_callable_model(capsys: pytest.CaptureFixture[str], probe_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "c.duckdb"
     code, stdout, _ = run_cli(capsys, "dissect", "--model", "torchvision.models:resnet18", "--images", str(probe_dir),
-                              "--layers", "layer4", "--max-images", "4", "--k", "2", "--out", str(out), "--workers", "0")
+                              "--layers", "layer4", "--max-images", "4", "--k", "2", "--out", str(out),
+                              "--workers", "0")
     assert code == 0 and "wrote 512 units" in stdout
 
 
-def test_a_newer_schema_is_refused_with_a_sentence(capsys: pytest.CaptureFixture[str], small_catalog: Path, tmp_path: Path) -> None:
+def test_a_newer_schema_is_refused_with_a_sentence(
+    capsys: pytest.CaptureFixture[str], small_catalog: Path, tmp_path: Path
+) -> None:
     newer = tmp_path / "newer.duckdb"
     shutil.copy(small_catalog, newer)
     with Catalog(newer, writable=True) as catalog:
