@@ -31,9 +31,10 @@ from __future__ import annotations
 import re
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from functools import lru_cache
-from typing import Any, Sequence
+from typing import Any
 
 import duckdb
 import pandas as pd
@@ -85,7 +86,7 @@ class UnitFilters:
     min_act_max: float | None = None
 
     @classmethod
-    def from_keywords(cls, filters: dict[str, Any]) -> "UnitFilters":
+    def from_keywords(cls, filters: dict[str, Any]) -> UnitFilters:
         """Filters from keyword arguments; an unknown name is a UserError naming the known ones."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(filters) - known)
@@ -330,11 +331,11 @@ def search_units(
 
     ``limit=None`` returns every match (for exports); otherwise at most ``limit`` rows from ``offset``.
     ``describer`` picks whose descriptions to search (default: the most used one). ``filters`` are
-    the fields of ``UnitFilters`` (``layers``, ``evidence_types``, ``min_confidence``, ``max_significance``, ``min_score``,
-    ``min_iou``, ``min_act_mean``, ``max_act_mean``, ``min_act_max``). With an empty query the units
-    come in catalog order (run, layer, unit). Columns: unit_id, run_id, model, layer, layer_index,
-    unit, key ('layer:unit'), describer, description, score (PMI), log_p_given_e, log_p, confidence,
-    evidence_type, best_iou, threshold, act_mean, act_std, act_max, description_hits,
+    the fields of ``UnitFilters`` (``layers``, ``evidence_types``, ``min_confidence``, ``max_significance``,
+    ``min_score``, ``min_iou``, ``min_act_mean``, ``max_act_mean``, ``min_act_max``). With an empty
+    query the units come in catalog order (run, layer, unit). Columns: unit_id, run_id, model, layer,
+    layer_index, unit, key ('layer:unit'), describer, description, score (PMI), log_p_given_e, log_p,
+    confidence, significance, evidence_type, best_iou, threshold, act_mean, act_std, act_max, description_hits,
     candidate_hits, candidate_text, similarity, semantic_hit, keyword_hit, rank_score, total (how
     many units match in all, for paging) and reason (why the unit matched, in words).
     """
@@ -347,7 +348,8 @@ def search_units(
             ORDER BY rank_score DESC, run_id, layer_index, unit LIMIT $limit OFFSET $offset
         )
         SELECT p.unit_id, p.run_id, r.model, p.layer, p.layer_index, p.unit, p.layer || ':' || p.unit AS key,
-               d.describer, d.description, d.score, d.log_p_given_e, d.log_p, d.confidence, d.significance, p.evidence_type,
+               d.describer, d.description, d.score, d.log_p_given_e, d.log_p, d.confidence, d.significance,
+               p.evidence_type,
                {BEST_IOU_SQL} AS best_iou, u.threshold, u.act_mean, u.act_std, u.act_max,
                p.description_hits, p.candidate_hits, p.candidate_text, p.similarity, p.semantic_hit,
                p.keyword_hit, p.rank_score, p.total
