@@ -1,4 +1,8 @@
-"""Reading a run's descriptions and candidates back, layer by layer (evaluation, significance)."""
+"""Descriptions and candidates: what each describer chose for a unit, and everything it weighed.
+
+Replacing a run's descriptions by one describer happens in one transaction, so a reader sees the
+old descriptions or the new ones, never a mix, and a failure leaves the old ones.
+"""
 
 from __future__ import annotations
 
@@ -6,31 +10,55 @@ from typing import Sequence
 
 import pandas as pd
 
-from milan_core.catalog.connection import Catalog
+from milan_core.catalog.base import CatalogBase
+
+RUN_UNITS = "describer = ? AND unit_id IN (SELECT unit_id FROM units WHERE run_id = ?)"
 
 
-def run_descriptions(catalog: Catalog, run_id: str, describer: str, layers: Sequence[str]) -> pd.DataFrame:
-    """layer, unit, unit_id, description, confidence, significance of every unit of ``layers``."""
-    return catalog.query(
-        "SELECT u.layer, u.unit, u.unit_id, d.description, d.confidence, d.significance "
-        "FROM units u JOIN descriptions d USING (unit_id) "
-        "WHERE u.run_id = ? AND d.describer = ? AND list_contains(?, u.layer) ORDER BY u.layer, u.unit",
-        [run_id, describer, list(layers)],
-    )
+class DescriptionQueries(CatalogBase):
+    """The ``descriptions`` and ``candidates`` tables."""
 
+    def replace_descriptions(self, run_id: str, describer: str, descriptions: pd.DataFrame,
+                             candidates: pd.DataFrame) -> None:
+        """The run's descriptions and candidates by ``describer`` become these rows, all or nothing."""
+        with self.transaction() as con:
+            for table, frame in (("descriptions", descriptions), ("candidates", candidates)):
+                con.execute(f"DELETE FROM {table} WHERE {RUN_UNITS}", [describer, run_id])
+                self.insert_frame(table, frame)
 
-def unit_candidates(catalog: Catalog, unit_ids: Sequence[int], describer: str) -> pd.DataFrame:
-    """unit_id, rank, text of every stored candidate of these units, best first."""
-    return catalog.query(
-        "SELECT unit_id, rank, text FROM candidates WHERE describer = ? AND list_contains(?, unit_id) "
-        "ORDER BY unit_id, rank",
-        [describer, [int(u) for u in unit_ids]],
-    )
+    def described_count(self, run_id: str, describer: str) -> int:
+        """How many of the run's units ``describer`` has described."""
+        return int(self.scalar(f"SELECT count(*) FROM descriptions WHERE {RUN_UNITS}", [describer, run_id]))
 
+    def describer_counts(self, run_id: str) -> pd.DataFrame:
+        """describer, n: the describers of a run, the one with most descriptions first."""
+        return self.query(
+            "SELECT d.describer, count(*) AS n FROM descriptions d JOIN units u USING (unit_id) "
+            "WHERE u.run_id = ? GROUP BY d.describer ORDER BY n DESC, d.describer",
+            [run_id],
+        )
 
-def described_units(catalog: Catalog, run_id: str, describer: str) -> int:
-    """How many units of the run have a description by this describer."""
-    return int(catalog.query(
-        "SELECT count(*) AS n FROM descriptions JOIN units USING (unit_id) WHERE run_id = ? AND describer = ?",
-        [run_id, describer],
-    ).n.iloc[0])
+    def layer_descriptions(self, run_id: str, layer: str, describer: str) -> pd.DataFrame:
+        """unit, description of every described unit of one layer, in unit order."""
+        return self.query(
+            "SELECT u.unit, d.description FROM units u JOIN descriptions d USING (unit_id) "
+            "WHERE u.run_id = ? AND u.layer = ? AND d.describer = ? ORDER BY u.unit",
+            [run_id, layer, describer],
+        )
+
+    def run_descriptions(self, run_id: str, describer: str, layers: Sequence[str]) -> pd.DataFrame:
+        """layer, unit, unit_id, description, confidence, significance of every unit of ``layers``."""
+        return self.query(
+            "SELECT u.layer, u.unit, u.unit_id, d.description, d.confidence, d.significance "
+            "FROM units u JOIN descriptions d USING (unit_id) "
+            "WHERE u.run_id = ? AND d.describer = ? AND list_contains(?, u.layer) ORDER BY u.layer, u.unit",
+            [run_id, describer, list(layers)],
+        )
+
+    def unit_candidates(self, unit_ids: Sequence[int], describer: str) -> pd.DataFrame:
+        """unit_id, rank, text of every stored candidate of these units, best first."""
+        return self.query(
+            "SELECT unit_id, rank, text FROM candidates WHERE describer = ? AND list_contains(?, unit_id) "
+            "ORDER BY unit_id, rank",
+            [describer, [int(u) for u in unit_ids]],
+        )

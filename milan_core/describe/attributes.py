@@ -52,6 +52,7 @@ class Attributes:
     corners: torch.Tensor  # (U, 4) share of the masks in each corner square
     highlights: torch.Tensor  # (U,) highlight pixels in the masks (brighter than around them), HIGHLIGHT_FULL = 1
     boundaries: torch.Tensor  # (U,) share of the masks on sharp light/dark boundaries
+    lightness: torch.Tensor  # (U, 4) mean brightness (HSV value), saturation, darkness, smoothness in the masks
 
 
 def colour_terms(pixels: torch.Tensor) -> torch.Tensor:
@@ -138,11 +139,15 @@ def measure(units: Sequence[UnitView], views: dict[str, np.ndarray]) -> Attribut
     flags = highlight_pixels(pixels).long() * 2 + (magnitude > STRONG_EDGE).long()
     joint = ((colour_terms(pixels) * len(ORIENTATIONS) + orient) * 4 + flags).flatten(1)  # (N, S*S)
     magnitude = magnitude.flatten(1)
+    rgb = pixels.float() / 255.0
+    value = rgb.amax(-1)
+    shade = torch.stack([value, (value - rgb.amin(-1)) / value.clamp_min(1e-6), 1.0 - value], 1).flatten(2)
     image_index = torch.tensor([row[p] for p in table.paths], dtype=torch.long)
     third = (torch.arange(size) * 3 // size).clamp(max=2)  # the row's position: top, middle, bottom
     shape = (len(COLOURS), len(ORIENTATIONS), 2, 2)  # colour, orientation, highlight, sharp boundary
     n_labels = int(np.prod(shape))
-    names = ("colours", "orientations", "edges", "positions", "area", "borders", "corners", "highlights", "boundaries")
+    names = ("colours", "orientations", "edges", "positions", "area", "borders", "corners", "highlights", "boundaries",
+             "lightness")
     per_exemplar: dict[str, list[torch.Tensor]] = {name: [] for name in names}
     for part, masks in table.masks(size):
         masks = masks.float()
@@ -166,6 +171,9 @@ def measure(units: Sequence[UnitView], views: dict[str, np.ndarray]) -> Attribut
         per_exemplar["corners"].append(corners)
         per_exemplar["highlights"].append((covered[:, :, :, 1].sum((1, 2, 3)) / area / HIGHLIGHT_FULL).clamp(max=1.0))
         per_exemplar["boundaries"].append(covered[:, :, :, :, 1].sum((1, 2, 3)) / area)
+        smooth = (flat.sum(1) > 0) * EDGE_SCALE / (mean_edge + EDGE_SCALE)  # no mask: no evidence of smoothness
+        shades = torch.einsum("mcp,mp->mc", shade[images], flat) / area[:, None]
+        per_exemplar["lightness"].append(torch.cat([shades, smooth[:, None]], 1))
     weights = exemplar_weights(table, len(units))
 
     def per_unit(values: torch.Tensor) -> torch.Tensor:
@@ -204,6 +212,8 @@ def phrase_table(a: Attributes) -> PhraseTable:
     horizontal, vertical = a.orientations[:, 0], a.orientations[:, 1]
     spread = 1.0 - 1.5 * (a.orientations.amax(1) - 1.0 / 3.0)  # 1: lines of every orientation (curves)
     small = (1.0 - a.area / 0.1).clamp_min(0.0)
+    brightness, saturation, darkness, smooth = a.lightness.unbind(1)
+    bright, dark = ((brightness - 0.5) / 0.4).clamp(0.0, 1.0), ((darkness - 0.5) / 0.4).clamp(0.0, 1.0)
     position = {p: a.positions[:, i] for i, p in enumerate(POSITIONS)}
     colour = {c: a.colours[:, i] for i, c in enumerate(COLOURS)}
     corner = {c: a.corners[:, i] for i, c in enumerate(CORNERS)}
@@ -219,6 +229,8 @@ def phrase_table(a: Attributes) -> PhraseTable:
         _group([f"{c} spots" for c in COLOURS], "shape", small[:, None] * a.colours),
         _group(["small bright spots"], "shape", small * a.highlights.sqrt()),
         _group(["large areas"], "shape", a.area / 0.3),
+        _group(["bright patches", "dark areas", "pale patches", "smooth plain areas"], "colour",
+               torch.stack([bright, dark, bright * (1.0 - saturation), smooth], 1)),
         _group(["edges of objects", "outlines of objects", "sharp light and dark boundaries"], "shape",
                torch.stack([a.edges, a.edges * spread, a.boundaries], 1)),
         _group([f"the {p} of the image" for p in ("top", "bottom")], "position",
@@ -244,6 +256,6 @@ def phrases() -> list[str]:
 def empty_attributes(n: int = 0) -> Attributes:
     """Attributes of ``n`` units with no evidence at all (every value 0)."""
     widths = {"colours": len(COLOURS), "orientations": len(ORIENTATIONS), "positions": len(POSITIONS),
-              "borders": len(BORDERS), "corners": len(CORNERS)}
+              "borders": len(BORDERS), "corners": len(CORNERS), "lightness": 4}
     return Attributes(**{name: torch.zeros(n, widths[name]) if name in widths else torch.zeros(n)
                          for name in Attributes.__dataclass_fields__})

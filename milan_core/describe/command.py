@@ -14,8 +14,10 @@ from pathlib import Path
 import pandas as pd
 
 from milan_core.catalog import Catalog
-from milan_core.config import DEFAULT_LAYERS, DEFAULT_MODEL, DissectConfig
-from milan_core.describe.base import DEFAULT_LAMBDA, MAX_LAYER_SHARE, layer_priors, layer_shares, select, spread_layer_shares
+from milan_core.config import CATALOG_PATH, DEFAULT_LAYERS, DEFAULT_MODEL, QUANTILE, DissectConfig, K
+from milan_core.describe.base import (
+    DEFAULT_LAMBDA, MAX_LAYER_SHARE, layer_priors, layer_shares, select, spread_layer_shares,
+)
 from milan_core.describe.registry import DEFAULT_DESCRIBER, make_describer
 from milan_core.describe.store import description_tables, load_run_view, write_descriptions
 
@@ -61,21 +63,20 @@ def _described_run(args: argparse.Namespace, layers: tuple[str, ...], workdir: P
     With ``--catalog``, its run as described (described now only if that describer has not yet);
     otherwise a fresh dissection into ``workdir`` (the describer sees only its images), described.
     """
-    from milan_core.catalog.descriptions import described_units
     from milan_core.dissect import dissect
 
     name = (args.describer or DEFAULT_DESCRIBER).partition(":")[0]
     if args.catalog is not None:
         with Catalog(args.catalog) as catalog:
             run_id = catalog.run(args.run).run_id
-            described = described_units(catalog, run_id, name)
+            described = catalog.described_count(run_id, name)
         if described:
             return args.catalog, run_id, name
         path = args.catalog
     else:
         path = workdir / "catalog.duckdb"
         config = DissectConfig(model=args.model, images=str(args.images) if args.images else None, layers=layers, k=args.k,
-                               quantile=getattr(args, "quantile", 0.99), max_images=args.max_images, workers=0)
+                               quantile=getattr(args, "quantile", QUANTILE), max_images=args.max_images, workers=0)
         run_id = dissect(config, path).run_id
     run_id, describer = describe_run(path, run_id, args.describer)
     return path, run_id, describer
@@ -110,7 +111,6 @@ def cmd_evaluate_segmentation(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate_annotations(args: argparse.Namespace) -> int:
-    from milan_core.catalog.descriptions import run_descriptions, unit_candidates
     from milan_core.describe.evaluate import annotation_rows, read_annotations, write_table
 
     layers = tuple(name.strip() for name in args.layers.split(",") if name.strip())
@@ -119,9 +119,9 @@ def cmd_evaluate_annotations(args: argparse.Namespace) -> int:
         with Catalog(path) as catalog:
             run = catalog.run(run_id)
             annotations = read_annotations(args.annotations, run.model)
-            layer_units = run_descriptions(catalog, run_id, describer, sorted(set(annotations.layer)))
+            layer_units = catalog.run_descriptions(run_id, describer, sorted(set(annotations.layer)))
             annotated = annotations.merge(layer_units, on=["layer", "unit"])
-            candidates = unit_candidates(catalog, annotated.unit_id.tolist(), describer)
+            candidates = catalog.unit_candidates(annotated.unit_id.tolist(), describer)
     write_table(annotation_rows(layer_units, annotations, candidates, describer), args.csv)
     return 0
 
@@ -133,17 +133,15 @@ def _add_evaluation_arguments(parser: argparse.ArgumentParser) -> None:
                         help="an existing catalog: evaluates its descriptions (describes the run if it has none)")
     parser.add_argument("--run", default=None, help="run id in --catalog (default: the newest)")
     parser.add_argument("--describer", default=None, help="describer to evaluate (default: evidence)")
-    parser.add_argument("--k", type=int, default=15, help="exemplars per unit for a fresh dissection")
+    parser.add_argument("--k", type=int, default=K, help="exemplars per unit for a fresh dissection")
     parser.add_argument("--max-images", type=int, default=None, help="use only the first N images")
     parser.add_argument("--csv", type=Path, default=None, help="write the table as rows method,metric,value")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``describe`` and ``evaluate`` to the command line."""
-    from milan_core.cli import DEFAULT_CATALOG
-
     describe = subparsers.add_parser("describe", help="describe every unit of a run (MILAN's PMI selection)")
-    describe.add_argument("--catalog", type=Path, default=DEFAULT_CATALOG, help="catalog file (DuckDB)")
+    describe.add_argument("--catalog", type=Path, default=CATALOG_PATH, help="catalog file (DuckDB)")
     describe.add_argument("--run", default=None, help="run id (default: the newest run)")
     describe.add_argument("--describer", default=None,
                           help=f"NAME or NAME:OPTION (default {DEFAULT_DESCRIBER}; evidence:EYE picks the eye model)")
@@ -168,5 +166,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              help="CSV with model,layer,unit,annotation (e.g. ../shared/data/annotations-lite0/annotations.csv)")
     annotations.add_argument("--layers", default="blocks.3,blocks.4,blocks.5,blocks.6",
                              help="comma-separated layers to dissect when no --catalog is given")
-    annotations.add_argument("--quantile", type=float, default=0.99, help="threshold quantile for a fresh dissection")
+    annotations.add_argument("--quantile", type=float, default=QUANTILE, help="threshold quantile for a fresh dissection")
     annotations.set_defaults(func=cmd_evaluate_annotations)

@@ -88,6 +88,7 @@ def test_highlights_checks_and_boundaries() -> None:
     at_spot, at_checks, at_stripes = _values(units, views)
     assert at_spot["bright highlights on surfaces"] > 0.1 and at_checks["bright highlights on surfaces"] < 0.01
     assert at_spot["small bright spots"] > 0.2 > at_checks["small bright spots"]
+    assert at_spot["dark areas"] > 0.5 > at_spot["bright patches"]
     assert at_checks["checkered patterns and grids"] > 0.5 > at_stripes["checkered patterns and grids"]
     assert at_checks["sharp light and dark boundaries"] > at_spot["sharp light and dark boundaries"]
 
@@ -105,7 +106,7 @@ def test_the_phrase_table_is_the_known_vocabulary() -> None:
     rng = torch.Generator().manual_seed(0)
     n = 40
     widths = {"colours": len(COLOURS), "orientations": len(ORIENTATIONS), "positions": len(POSITIONS),
-              "borders": len(BORDERS), "corners": len(CORNERS)}
+              "borders": len(BORDERS), "corners": len(CORNERS), "lightness": 4}
     attributes = Attributes(**{name: torch.rand(n, widths[name], generator=rng).softmax(1) if name in widths
                                else torch.rand(n, generator=rng) * 0.5 for name in Attributes.__dataclass_fields__})
     table = phrase_table(attributes)

@@ -6,11 +6,13 @@ import math
 
 import pytest
 
-from milan_core.describe.base import Candidate, evidence_prior, pmi_score, select
+from milan_core.describe.base import (
+    Candidate, evidence_prior, layer_priors, layer_shares, pmi_score, select, spread_layer_shares,
+)
 
 
-def _c(text: str, p: float) -> Candidate:
-    return Candidate(text, math.log(p), "object", {})
+def _c(text: str, p: float, significance: float | None = None) -> Candidate:
+    return Candidate(text, math.log(p), "object", {}, significance)
 
 
 def test_specific_description_beats_generic_one_true_of_every_unit() -> None:
@@ -46,3 +48,30 @@ def test_bad_proposals_are_refused() -> None:
         Candidate("x", 0.0, "vibes")
     with pytest.raises(ValueError, match="proposed nothing"):
         select([1], [[]], {})
+
+
+def test_the_prior_is_each_layers_own() -> None:
+    """"large areas" is what every unit of a coarse layer shows, and few units of a fine one."""
+    coarse = [[_c("large areas", 0.9), _c(f"thing {i}", 0.3)] for i in range(10)]
+    fine = [[_c("large areas", 0.9), _c("thing x", 0.3)]] + [[_c(f"other {i}", 0.5)] for i in range(9)]
+    layers = ["coarse"] * 10 + ["fine"] * 10
+    priors = layer_priors(evidence_prior, coarse + fine, layers)
+    assert priors[0]["large areas"] == pytest.approx(math.log(0.9)) and priors[10]["large areas"] == pytest.approx(math.log(0.1))
+    described = select(list(range(20)), coarse + fine, priors, lam=1.0)
+    assert all(d.chosen.candidate.text.startswith("thing") for d in described[:10])
+    assert described[10].chosen.candidate.text == "large areas"
+
+
+def test_no_description_holds_more_than_its_share_of_a_layer_unless_nothing_else_is_significant() -> None:
+    # 20 units all prefer "large areas"; 12 have a significant alternative of their own, 8 do not
+    proposals = [[_c("large areas", 0.9 - i / 100, 0.01), _c(f"own {i}", 0.2, 0.02 if i < 12 else 0.5)]
+                 for i in range(20)]
+    described = select(list(range(20)), proposals, {**{f"own {i}": 0.0 for i in range(20)}, "large areas": 0.0})
+    assert layer_shares(described, ["a"] * 20)["a"] == ("large areas", 1.0)
+    spread = spread_layer_shares(described, ["a"] * 20)
+    texts = [d.chosen.candidate.text for d in spread]
+    # the 3 (15% of 20) with the clearest claim keep it, as do the 8 with nothing better than chance
+    assert texts[:3] == ["large areas"] * 3 and texts[3:12] == [f"own {i}" for i in range(3, 12)]
+    assert texts[12:] == ["large areas"] * 8
+    assert {c.candidate.text for c in spread[5].ranked} == {"large areas", "own 5"}  # the loser is kept
+    assert layer_shares(spread, ["a"] * 20)["a"] == ("large areas", 11 / 20)

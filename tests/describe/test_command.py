@@ -138,3 +138,20 @@ def test_missing_catalog_and_run_without_exemplars(small_catalog: Path, tmp_path
         con.execute("DELETE FROM exemplars")
     assert main(["describe", "--catalog", str(path)]) == 2
     assert "no exemplars" in capsys.readouterr().err
+
+
+def test_every_description_says_how_likely_its_evidence_is_by_chance(described_catalog: Path) -> None:
+    from milan_core.catalog.search import search_units
+    from milan_core.describe.significance import NULL_UNITS
+
+    with Catalog(described_catalog) as catalog:
+        frame = catalog.query("SELECT d.*, u.layer FROM descriptions d JOIN units u USING (unit_id)")
+        candidates = catalog.query("SELECT * FROM candidates")
+        significant = search_units(catalog, "", limit=None, max_significance=0.05)
+    measured = frame[frame.description != NO_EVIDENCE_TEXT]
+    assert measured.significance.notna().all() and frame[frame.description == NO_EVIDENCE_TEXT].significance.isna().all()
+    assert measured.significance.between(1 / (NULL_UNITS + 1) - 1e-9, 1.0).all()
+    assert candidates.significance.notna().sum() > len(frame)  # losing candidates carry theirs too
+    # the search filter keeps exactly the descriptions at most that likely by chance
+    expected = set(frame[frame.significance <= 0.05].unit_id)
+    assert set(significant.unit_id) == expected and 0 < len(expected) < len(frame)
