@@ -37,7 +37,7 @@ from milan_core.describe.segmentation import MASK_SIZE, iou_of
 from milan_core.describe.significance import against_chance
 from milan_core.describe.wordnet import imagenet_hierarchy
 
-#: A detected concept's IoU at which p(d|E) = 1 (Network Dissection calls a unit a detector from 0.04).
+#: A detected concept's IoU valued 1 (Network Dissection calls a unit a detector from 0.04).
 IOU_CERTAIN = 0.2
 MIN_IOU = 0.04  # Network Dissection's threshold: below it the overlap is no evidence
 #: Other wordings of a detected concept, proposed with the same evidence (PMI picks between them).
@@ -45,11 +45,12 @@ WORDINGS = {"human faces": ("human faces", "people's faces"), "text": ("text", "
 
 HEAD_FRACTION = 0.7  # a CAM this near its peak is the animal's head
 MIN_ANIMAL_P = 0.5  # the eye must see an animal in the whole image for its CAM to say where it is
-#: The share of a unit's highlighted pixels on animal heads from which heads are evidence. On the 60 annotated lite0 units no unit of blocks.3/4 that the annotator saw as
-#: something else reached 0.1; the four of blocks.4 that were dog noses, muzzles and heads did.
+#: The share of a unit's highlighted pixels on animal heads from which heads are evidence. On the
+#: 60 annotated lite0 units no unit of blocks.3/4 that the annotator saw as something else reached
+#: 0.1; the four of blocks.4 annotated as dog noses, muzzles and "beside animal heads" did.
 MIN_HEAD_SHARE = 0.1
 #: Masks smaller than this share of the head regions they lie on are muzzles and noses: the four
-#: blocks.4 units annotated as dog noses and muzzles measured 0.13-0.18, blocks.5's faces and heads 0.4-1.4.
+#: blocks.4 part units measured 0.13-0.18, blocks.5's faces and heads 0.4-1.4.
 MUZZLE_SIZE = 0.3
 #: (WordNet group, adjective, plural): the animals a head or face is named by, most specific first.
 ANIMAL_GROUPS = (
