@@ -22,8 +22,8 @@ coarse as the unit's map, it barely tells heads from bodies.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -164,7 +164,8 @@ def animal_maps(seen: EyeFeatures) -> AnimalMaps:
     heads = cam >= HEAD_FRACTION * cam.flatten(1).amax(1).clamp_min(1e-6)[:, None, None, None]
     groups = probs[keep] @ members.float()
     paths = list(seen.index)
-    return AnimalMaps({paths[int(i)]: row for row, i in enumerate(keep)}, heads, groups / groups[:, -1:].clamp_min(1e-6))
+    shares = groups / groups[:, -1:].clamp_min(1e-6)
+    return AnimalMaps({paths[int(i)]: row for row, i in enumerate(keep)}, heads, shares)
 
 
 def animal_faces(detections: Detections, maps: AnimalMaps) -> tuple[torch.Tensor, AnimalMaps]:
@@ -196,7 +197,8 @@ def head_values(units: Sequence[UnitView], table: ExemplarTable, maps: AnimalMap
     """
     image_row = torch.tensor([maps.index.get(p, -1) for p in table.paths], dtype=torch.long)
     found = overlaps(table, maps.masks, image_row)
-    unit_area, head_area, on_heads = (t.reshape(len(units), -1)[:, 0] for t in found.per_unit(table.unit_index, len(units)))
+    totals = found.per_unit(table.unit_index, len(units))
+    unit_area, head_area, on_heads = (t.reshape(len(units), -1)[:, 0] for t in totals)
     on_animals = torch.zeros(len(units)).index_add_(0, table.unit_index, found.mask_area * (image_row >= 0))
     share = on_heads / unit_area.clamp_min(1.0)
     size = on_animals / head_area.clamp_min(1.0)

@@ -61,7 +61,8 @@ def _grid_map(mask: torch.Tensor) -> np.ndarray:
 
 
 def _unit(unit_id: int, maps: dict[str, np.ndarray], threshold: float = 0.5) -> UnitView:
-    exemplars = tuple(Exemplar(r, r, path, float(m.max()), m.astype(np.float32)) for r, (path, m) in enumerate(maps.items()))
+    exemplars = tuple(Exemplar(r, r, path, float(m.max()), m.astype(np.float32))
+                      for r, (path, m) in enumerate(maps.items()))
     return UnitView(unit_id, "blocks.6", unit_id, threshold, exemplars)
 
 
@@ -130,11 +131,13 @@ def test_faces_that_every_unit_of_a_layer_covers_are_no_evidence_against_its_ran
     face = _grid_map(found.masks[found.index["astronaut.png"], 0])
     corner = np.zeros((GRID, GRID), np.float32)
     corner[0, 0] = 1.0
-    rare = [_unit(1, {"astronaut.png": face})] + [_unit(u, {"rocket.jpg": corner, "coffee.png": corner}) for u in range(2, 9)]
+    rare = [_unit(1, {"astronaut.png": face}),
+            *(_unit(u, {"rocket.jpg": corner, "coffee.png": corner}) for u in range(2, 9))]
     shared = [_unit(u, {"astronaut.png": face}) for u in range(1, 9)]
     excess = {}
     for name, units in (("rare", rare), ("shared", shared)):
-        candidate = next(c for c in part_candidates(units, null_units(units), views, seen)[1] if c.text == "human faces")
+        proposed = part_candidates(units, null_units(units), views, seen)
+        candidate = next(c for c in proposed[1] if c.text == "human faces")
         assert candidate.evidence["value"] == 1.0
         excess[name] = (math.exp(candidate.log_p_given_e), candidate.significance)
     assert excess["rare"][0] > 0.5 and excess["rare"][1] < 0.2
