@@ -102,7 +102,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     for register in _extra_commands():
         register(sub)
+    _add_trust_flag(sub)
     return parser
+
+
+# Commands that rebuild the model a catalog's run recorded (an edit file's, for load_edited).
+RELOADING_COMMANDS = ("describe", "evaluate", "ablate", "edit")
+
+
+def _add_trust_flag(sub: argparse._SubParsersAction) -> None:
+    """``--trust-model-code`` on every command (or sub-command) that reloads a recorded model."""
+    for name in RELOADING_COMMANDS:
+        parser = sub.choices.get(name)
+        if parser is None:
+            continue
+        nested = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        for leaf in [p for action in nested for p in action.choices.values()] or [parser]:
+            leaf.add_argument("--trust-model-code", action="store_true",
+                              help="allow rebuilding a package.module:callable model named in the catalog "
+                                   "(imports and runs that code: only for catalogs you trust)")
 
 
 def _extra_commands() -> list[Callable[[argparse._SubParsersAction], None]]:
@@ -125,8 +143,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore", category=UserWarning, module="torch")
+    from milan_core.models import trusting_model_code
+
+    # A model typed on this command line is the user's own choice; one named in a file is not.
+    typed = [args.model] if getattr(args, "model", None) else []
     try:
-        return int(args.func(args))
+        with trusting_model_code(None if getattr(args, "trust_model_code", False) else typed):
+            return int(args.func(args))
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
