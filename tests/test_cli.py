@@ -17,6 +17,7 @@ import torch
 from milan_core.catalog import Catalog
 from milan_core.cli import main
 from milan_core.dissect import checkpoint_path
+from milan_core.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -143,7 +144,7 @@ def test_a_newer_schema_is_refused_with_a_sentence(capsys: pytest.CaptureFixture
     with Catalog(newer, writable=True) as catalog:
         catalog.con.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
     for writable in (False, True):
-        with pytest.raises(Exception, match="newer than this code"):
+        with pytest.raises(UserError, match="newer than this code"):
             Catalog(newer, writable=writable)
     code, _, err = run_cli(capsys, "dissect", "--images", "/x", "--out", str(newer))
     assert code == 2
@@ -169,13 +170,13 @@ def _wait_for_progress(process: subprocess.Popen, log: Path, timeout: float = 12
 
 @pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGINT])
 def test_an_interrupted_job_leaves_the_catalog_as_it_was(
-    small_catalog: Path, imagenet_samples: Path, tmp_path: Path, how: int
+    small_catalog: Path, many_photos: Path, tmp_path: Path, how: int
 ) -> None:
     out = tmp_path / "catalog.duckdb"
     shutil.copy(small_catalog, out)
     before = digest(out)
     log = tmp_path / "stderr.txt"
-    process = _start_dissect(imagenet_samples, out, log)
+    process = _start_dissect(many_photos, out, log)
     _wait_for_progress(process, log)
     process.send_signal(how)
     code = process.wait(timeout=60)

@@ -23,7 +23,7 @@ from milan_core.images import find_images
 def test_catalog_holds_every_unit_of_every_layer(small_catalog: Path) -> None:
     with Catalog(small_catalog) as catalog:
         run = catalog.run()
-        assert run.model == "efficientnet-lite0" and run.n_images == 24 and run.n_skipped == 0
+        assert run.model == "efficientnet-lite0" and run.n_images == 36 and run.n_skipped == 0
         layers = catalog.layers(run.run_id)
         assert layers[["layer", "kind", "n_units", "map_height", "map_width"]].values.tolist() == [
             ["blocks.2", "conv", 40, 28, 28],

