@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import inspect
+import pickle
 import sys
 import warnings
 from contextlib import contextmanager
@@ -221,6 +222,23 @@ def _check_trusted(name: str, source: str) -> None:
                         "so it is done only for a file you trust: add --trust-model-code (trust_model_code=True in Python)")
 
 
+def read_checkpoint(path: Path, what: str) -> object:
+    """A ``torch.save`` file read with ``weights_only=True`` (tensors and plain containers only).
+
+    Any other file -- not a checkpoint, truncated, or a pickle of arbitrary objects -- is one line;
+    torch's own advice to retry with ``weights_only=False`` would run the file's code, so it is not
+    passed on.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise UserError(f"{path} holds objects other than tensors, so it is not read (it should be {what})") from error
+    except (RuntimeError, OSError, KeyError, EOFError, ValueError) as error:
+        raise UserError(f"{path} is not a PyTorch checkpoint (it should be {what} saved by torch.save)") from error
+
+
 def load_model(name: str, weights: Path | None = None) -> LoadedModel:
     """Load a model by name (see the module docstring), in eval mode, on the CPU."""
     if name in _LITE_SIZES:
@@ -231,10 +249,10 @@ def load_model(name: str, weights: Path | None = None) -> LoadedModel:
     if weights is not None:
         if not weights.is_file():
             raise UserError(f"weights file not found: {weights}")
+        state = read_checkpoint(weights, "a state dict")
         try:
-            state = torch.load(weights, map_location="cpu", weights_only=True)
             module.load_state_dict(state.get("state_dict", state) if isinstance(state, dict) else state)
-        except (RuntimeError, OSError, KeyError, TypeError, AttributeError) as error:
+        except (RuntimeError, KeyError, TypeError, AttributeError) as error:
             first = str(error).strip().splitlines()[0]
             raise UserError(f"{weights} does not fit {name}: {first}") from error
     elif not is_code_spec(name):

@@ -113,7 +113,7 @@ def test_an_interrupted_run_resumes_where_it_stopped_and_gives_the_same_catalog(
     small_catalog: Path, small_config: DissectConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
     out = tmp_path / "resumed.duckdb"
-    config = replace(small_config, layers=("blocks.6",))  # 24 photos in batches of 8
+    config = replace(small_config, layers=("blocks.6",))  # 36 photos in batches of 8
     with monkeypatch.context() as patch:
         _interrupt_after(patch, 2)
         with pytest.raises(KeyboardInterrupt):
@@ -121,11 +121,11 @@ def test_an_interrupted_run_resumes_where_it_stopped_and_gives_the_same_catalog(
     resume = checkpoint_path(out, config.resolved_run_id())
     assert resume.is_file() and not out.exists()
     summary = dissect(config, out)
-    assert summary.resumed_from == 16 and summary.n_images == 24 and not resume.exists()
-    assert f"resuming run {config.resolved_run_id()} after image 16 of 24" in capsys.readouterr().err
+    assert summary.resumed_from == 16 and summary.n_images == 36 and not resume.exists()
+    assert f"resuming run {config.resolved_run_id()} after image 16 of 36" in capsys.readouterr().err
     with Catalog(small_catalog) as uninterrupted, Catalog(out) as resumed:
         assert uninterrupted.query(BLOCKS_6).equals(resumed.query(BLOCKS_6))
-        assert resumed.run(None).n_images == 24
+        assert resumed.run(None).n_images == 36
 
 
 def test_a_checkpoint_of_another_job_or_of_changed_files_is_not_resumed(
@@ -151,7 +151,7 @@ def test_a_checkpoint_of_another_job_or_of_changed_files_is_not_resumed(
         else:
             resume.write_bytes(resume.read_bytes()[:100])
         summary = dissect(rerun, out)
-        assert summary.resumed_from == 0 and summary.n_images == 24 and not resume.exists(), change
+        assert summary.resumed_from == 0 and summary.n_images == 36 and not resume.exists(), change
     with Catalog(out) as catalog:
         assert catalog.query("SELECT max(rank) AS r FROM exemplars").r[0] == 4
 

@@ -26,7 +26,7 @@ import torch
 
 from milan_core.errors import UserError
 from milan_core.hooks import ablated
-from milan_core.models import LoadedModel, load_recorded_model, trusting_model_code
+from milan_core.models import LoadedModel, load_recorded_model, read_checkpoint, trusting_model_code
 
 EDIT_FORMAT = "milan-edit"
 EDIT_VERSION = 1
@@ -64,10 +64,9 @@ def load_edited(path: Path, trust_model_code: bool = False) -> EditedModel:
     A file's ``module:callable`` model is code: it is rebuilt only with ``trust_model_code=True``
     (known names such as ``efficientnet-lite0`` need nothing).
     """
-    try:
-        payload = torch.load(Path(path), map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError) as error:
-        raise UserError(f"cannot read the edited model {path}: {str(error).splitlines()[0]}") from error
+    if not Path(path).is_file():
+        raise UserError(f"edited model not found: {path}")
+    payload = read_checkpoint(Path(path), "an edited model written by: python -m milan_core edit")
     if not isinstance(payload, dict) or payload.get("format") != EDIT_FORMAT:
         raise UserError(f"{path} is not an edited model (written by: python -m milan_core edit)")
     if payload.get("version") != EDIT_VERSION:

@@ -13,6 +13,7 @@ from milan_core.applications.editing import load_edited
 from milan_core.applications.evaluation import AblationEvaluator, LabelledProbe
 from milan_core.catalog import Catalog
 from milan_core.cli import main
+from test_model_code import MARKER, assert_refused_without_import, marker  # noqa: F401 (a fixture)
 
 
 def digest(path: Path) -> str:
@@ -138,3 +139,15 @@ def test_edit_with_an_unknown_run_writes_no_model(fresh_catalog: Path, cat_probe
                  "--images", str(cat_probe), "--out", str(out)]) == 2
     assert capsys.readouterr().err.startswith("error: unknown run")
     assert list(tmp_path.iterdir()) == [fresh_catalog]
+
+
+@pytest.mark.parametrize("command", [["ablate", "--order", "animal", "--layers", "classifier", "--concepts", "cat"],
+                                     ["edit", "--query", "cat", "--out", "OUT"]])
+def test_a_catalog_naming_code_is_not_imported_by_ablate_or_edit(
+    command: list[str], fresh_catalog: Path, cat_probe: Path, marker: Path, tmp_path: Path, capsys
+) -> None:
+    with Catalog(fresh_catalog, writable=True) as catalog:
+        catalog.con.execute("UPDATE runs SET model = ?", [f"{MARKER}:build"])
+    argv = [str(tmp_path / "edited.pt") if a == "OUT" else a for a in command]
+    assert_refused_without_import([*argv, "--images", str(cat_probe), "--catalog", str(fresh_catalog)], marker, capsys)
+    assert not (tmp_path / "edited.pt").exists()
