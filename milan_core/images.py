@@ -7,9 +7,17 @@ truncated JPEG should still produce a catalog.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
 import hashlib
 import io
+import os
 import re
+import signal
+import sys
+import threading
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -158,10 +166,35 @@ def _collate(items: list[tuple[ProbeImage, torch.Tensor | None, LoadedImage | No
     return Batch(pixels=pixels, images=[l for _, l in good], skipped=skipped)
 
 
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+PARENT_CHECK_SECONDS = 1.0
+
+
+def _die_with_parent(parent: int, worker_id: int) -> None:
+    """Worker initializer: the decoding worker ends when the job that started it ends, even by ``kill -9``.
+
+    Without this, a worker blocked handing a finished batch to a parent that is gone lived on for
+    good (seen: 576 MB, 25 minutes). On Linux the kernel kills it when its parent dies (prctl
+    PR_SET_PDEATHSIG); everywhere a daemon thread also checks the parent's pid each second.
+    """
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # the parent died before the line above
+        os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_CHECK_SECONDS)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
+
+
 def iterate_batches(
     dataset: ProbeDataset, batch_size: int, workers: int
 ) -> Iterator[Batch]:
-    """Batches in file order; decoding happens in ``workers`` background processes."""
+    """Batches in file order; decoding happens in ``workers`` background processes that die with this one."""
     loader = DataLoader(
         dataset,
         batch_size=batch_size,
@@ -169,5 +202,6 @@ def iterate_batches(
         num_workers=workers,
         collate_fn=_collate,
         persistent_workers=False,
+        worker_init_fn=functools.partial(_die_with_parent, os.getpid()) if workers else None,
     )
     yield from loader

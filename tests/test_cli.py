@@ -188,3 +188,48 @@ def test_an_interrupted_job_leaves_the_catalog_as_it_was(
         assert code == 130
         assert "the catalog was not changed" in log.read_text() and "last checkpoint" in log.read_text()
         assert "Traceback" not in log.read_text()
+
+
+def _children(pid: int) -> list[int]:
+    """Live child processes of ``pid``, from /proc (Linux)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads processes from /proc (Linux)")
+def test_a_killed_job_takes_its_decoding_worker_with_it(many_photos: Path, tmp_path: Path) -> None:
+    log = tmp_path / "stderr.txt"
+    command = [sys.executable, "-m", "milan_core", "dissect", "--images", str(many_photos), "--workers", "1",
+               "--batch-size", "32", "--layers", "blocks.6", "--out", str(tmp_path / "c.duckdb")]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log.open("w"),
+                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        deadline = time.monotonic() + 120
+        while "| 32/432" not in log.read_text() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)  # the worker has decoded a batch and is making the next ones
+        workers = _children(process.pid)
+        assert workers and process.poll() is None, log.read_text()[-500:]
+    finally:
+        process.kill()
+        process.wait(timeout=30)
+    deadline = time.monotonic() + 5
+    while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = [w for w in workers if _alive(w)]
+    for pid in left:  # don't leave it behind for the rest of the suite
+        os.kill(pid, signal.SIGKILL)
+    assert not left, "the decoding worker outlived its killed job"
