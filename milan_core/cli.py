@@ -40,6 +40,10 @@ def cmd_dissect(args: argparse.Namespace) -> int:
     )
     if args.checkpoint_every < 0:
         raise UserError("--checkpoint-every must be 0 (after every batch) or more seconds")
+    if args.max_image_pixels is not None:
+        from PIL import Image
+
+        Image.MAX_IMAGE_PIXELS = args.max_image_pixels  # decoding workers are forked after this line
     summary = dissect(config, args.out, args.checkpoint_every)
     print(f"run {summary.run_id}: read {summary.n_images} images in {summary.seconds:.1f} s, "
           f"skipped {len(summary.skipped)}")
@@ -92,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     dissect.add_argument("--run-id", default=None, help="name of the run (default: model and parameter hash)")
     dissect.add_argument("--checkpoint-every", type=float, default=60.0, metavar="SECONDS",
                          help="save the job's state this often, so a rerun after an interruption resumes")
+    dissect.add_argument("--max-image-pixels", type=int, default=None, metavar="N",
+                         help="read images up to N pixels (Pillow refuses over 2 x 89,478,485 as a decompression bomb)")
     dissect.add_argument("--describe", action="store_true", help="also describe every unit")
     dissect.add_argument("--describer", default=None, help="describer for --describe")
     dissect.set_defaults(func=cmd_dissect)
@@ -143,6 +149,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore", category=UserWarning, module="torch")
+    import duckdb
+
     from milan_core.models import trusting_model_code
 
     # A model typed on this command line is the user's own choice; one named in a file is not.
@@ -152,6 +160,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return int(args.func(args))
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    except duckdb.IOException as error:  # a catalog damaged on disk shows up in whichever query reads the block
+        if "Corrupt database file" not in str(error):
+            raise
+        print(f"error: the catalog file is damaged ({str(error).splitlines()[0]}); restore it from a copy",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: the catalog was not changed; run the same command again "

@@ -14,7 +14,7 @@ import hashlib
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -35,7 +35,7 @@ from milan_core.images import (
     ProbeDataset,
     ProbeImage,
     default_probe_root,
-    find_images,
+    first_images,
     iterate_batches,
 )
 from milan_core.models import LoadedModel, load_model
@@ -292,7 +292,11 @@ def dissect(config: DissectConfig, out: Path, checkpoint_every: float = CHECKPOI
     torch.manual_seed(config.seed)
     started = time.perf_counter()
     root = Path(config.images) if config.images else default_probe_root()
-    probes = find_images(root)[: config.max_images]
+    probes = first_images(root, config.max_images)
+    if config.k > len(probes):  # more exemplars than images would only allocate empty slots
+        print(f"note: --k {config.k} is more than the {len(probes)} images; keeping {len(probes)} per unit",
+              file=sys.stderr)
+        config = replace(config, k=len(probes))
     loaded = load_model(config.model, Path(config.weights) if config.weights else None)
     run_id, signature = config.resolved_run_id(), probe_signature(root, probes)
     resume = checkpoint_path(out, run_id)
@@ -310,7 +314,8 @@ def dissect(config: DissectConfig, out: Path, checkpoint_every: float = CHECKPOI
     run_pass(loaded, root, probes, config, state, position, save, checkpoint_every)
     passed_at = time.perf_counter()
     if state.n_read == 0:
-        raise UserError(f"none of the {len(probes)} files under {root} could be read as an image")
+        shown = "; ".join(state.skipped[:3]) + ("; ..." if len(state.skipped) > 3 else "")
+        raise UserError(f"none of the {len(probes)} files under {root} could be read as an image: {shown}")
     timings = {"load": loaded_at - started, "pass": earlier + passed_at - loaded_at}
     tables = build_tables(config, root, probes, state, timings)
     with Catalog(out, writable=True) as catalog:

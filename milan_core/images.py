@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
+import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
@@ -105,6 +106,28 @@ def find_images(root: Path) -> list[ProbeImage]:
     ]
 
 
+# Pillow's modes for one channel of more than 8 bits (16-bit PNGs open as I;16 or I).
+_WIDE_GREY_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})
+
+
+def as_rgb(image: Image.Image) -> Image.Image:
+    """An image as 8-bit RGB, with 16-bit greys scaled down rather than clipped.
+
+    Pillow's ``convert("RGB")`` clips a 16-bit grey to 255, so a mid-grey 16-bit PNG became white.
+    """
+    if image.mode in _WIDE_GREY_MODES:
+        grey = np.asarray(image, dtype=np.float32)
+        return Image.fromarray(np.clip(grey / 257.0 + 0.5, 0, 255).astype(np.uint8), mode="L").convert("RGB")
+    return image.convert("RGB")
+
+
+def first_images(root: Path, max_images: int | None) -> list[ProbeImage]:
+    """The images below ``root``, only the first ``max_images`` when given (a positive number)."""
+    if max_images is not None and max_images < 1:
+        raise UserError(f"--max-images must be at least 1 (got {max_images}); leave it out to use every image")
+    return find_images(root)[:max_images]
+
+
 def encode_thumbnail(view: Image.Image, size: int = THUMBNAIL_SIZE) -> bytes:
     """A small JPEG of the model's view of an image, for the catalog and the app."""
     small = view.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
@@ -117,7 +140,7 @@ class ProbeDataset(Dataset):
     """Decodes one image into the model's input tensor, its thumbnail and its content hash.
 
     ``geometry`` resizes and crops (the model's view); ``to_tensor`` normalises. A file that does
-    not decode returns ``None`` so the collate function can count it as skipped.
+    not decode returns the reason instead, so the collate function can name it as skipped.
     """
 
     def __init__(
@@ -137,7 +160,7 @@ class ProbeDataset(Dataset):
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, i: int) -> tuple[ProbeImage, torch.Tensor | None, LoadedImage | None]:
+    def __getitem__(self, i: int) -> tuple[ProbeImage, torch.Tensor | None, LoadedImage | str]:
         probe = self.images[i]
         try:
             data = (self.root / probe.path).read_bytes()
@@ -145,9 +168,14 @@ class ProbeDataset(Dataset):
                 warnings.simplefilter("ignore")
                 image = Image.open(io.BytesIO(data))
                 image.load()
-            image = image.convert("RGB")
-        except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError):
-            return probe, None, None
+            image = as_rgb(image)
+        except Image.DecompressionBombError:
+            return probe, None, (f"over Pillow's limit of {Image.MAX_IMAGE_PIXELS} pixels; "
+                                 "raise it with --max-image-pixels N if you trust the file")
+        except UnidentifiedImageError:
+            return probe, None, "not an image Pillow can identify"
+        except (OSError, ValueError) as error:
+            return probe, None, str(error).splitlines()[0] if str(error) else type(error).__name__
         view = self.geometry(image)
         loaded = LoadedImage(
             index=probe.index,
@@ -159,9 +187,9 @@ class ProbeDataset(Dataset):
         return probe, self.to_tensor(view), loaded
 
 
-def _collate(items: list[tuple[ProbeImage, torch.Tensor | None, LoadedImage | None]]) -> Batch:
-    good = [(t, l) for _, t, l in items if t is not None and l is not None]
-    skipped = [p.path for p, t, _ in items if t is None]
+def _collate(items: list[tuple[ProbeImage, torch.Tensor | None, LoadedImage | str]]) -> Batch:
+    good = [(t, l) for _, t, l in items if isinstance(l, LoadedImage)]
+    skipped = [f"{p.path} ({reason})" for p, _, reason in items if isinstance(reason, str)]
     pixels = torch.stack([t for t, _ in good]) if good else torch.empty(0)
     return Batch(pixels=pixels, images=[l for _, l in good], skipped=skipped)
 

@@ -29,6 +29,7 @@ from torch import nn
 from torchvision.transforms import functional as TF
 
 from milan_core.errors import UserError
+from milan_core.images import as_rgb
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -59,7 +60,7 @@ class Preprocessing:
         return TF.normalize(TF.to_tensor(view), self.mean, self.std)
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
-        return self.to_tensor(self.geometry(image.convert("RGB")))
+        return self.to_tensor(self.geometry(as_rgb(image)))
 
 
 @dataclass
@@ -233,9 +234,9 @@ def read_checkpoint(path: Path, what: str) -> object:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        raise UserError(f"{path} holds objects other than tensors, so it is not read (it should be {what})") from error
-    except (RuntimeError, OSError, KeyError, EOFError, ValueError) as error:
+    except (pickle.UnpicklingError, RuntimeError, OSError, KeyError, EOFError, ValueError) as error:
+        if "Unsupported global" in str(error):  # a real pickle that names a class or function
+            raise UserError(f"{path} holds objects other than tensors, so it is not read (it should be {what})") from error
         raise UserError(f"{path} is not a PyTorch checkpoint (it should be {what} saved by torch.save)") from error
 
 

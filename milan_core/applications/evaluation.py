@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from milan_core.errors import UserError
 from milan_core.hooks import ablated, find_modules
-from milan_core.images import ProbeDataset, find_images, iterate_batches
+from milan_core.images import ProbeDataset, first_images, iterate_batches
 from milan_core.models import LoadedModel
 
 Units = Mapping[str, Sequence[int]]
@@ -70,7 +70,7 @@ def load_labelled_probe(
     root: Path, model: LoadedModel, max_images: int | None = None, batch_size: int = 32
 ) -> LabelledProbe:
     """Read and preprocess every labelled image under ``root`` (all of them must carry a label)."""
-    images = find_images(Path(root))[:max_images]
+    images = first_images(Path(root), max_images)
     unlabelled = [image.path for image in images if image.label is None]
     if unlabelled:
         raise UserError(

@@ -7,6 +7,7 @@ with the shared PMI rule, embed, and write in one transaction. ``dissect --descr
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -68,6 +69,8 @@ def _described_run(args: argparse.Namespace, layers: tuple[str, ...], workdir: P
             ).n[0]
         if described:
             return args.catalog, run_id, name
+        print(f"note: run {run_id} has no {name} descriptions yet: describing it first, which writes them "
+              f"into {args.catalog}", file=sys.stderr)
         path = args.catalog
     else:
         path = workdir / "catalog.duckdb"
