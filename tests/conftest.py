@@ -11,52 +11,16 @@ it expects to run ran.
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
 import pytest
 
+from ci_skips import pytest_collection_modifyitems, pytest_make_collect_report, pytest_runtest_makereport  # noqa: F401
 from milan_core.config import DissectConfig
 from milan_core.dissect import dissect
 from milan_core.models import LoadedModel, load_model
-from probe_data import PROBE, SEGMENTATION, SHARED, SHARED_MISSING, shared_folder
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if not SHARED.is_dir():
-        for item in items:
-            if item.get_closest_marker("shared"):
-                item.add_marker(pytest.mark.skip(reason=SHARED_MISSING))
-
-
-def _ci() -> bool:
-    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
-
-def _allowed_skip(item: pytest.Item | None) -> bool:
-    """The one declared reason to skip in CI: a ``shared`` test where ../shared/data is absent."""
-    return item is not None and item.get_closest_marker("shared") is not None and not SHARED.is_dir()
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
-    outcome = yield
-    report = outcome.get_result()
-    if _ci() and report.skipped and not hasattr(report, "wasxfail") and not _allowed_skip(item):
-        reason = report.longrepr[-1] if isinstance(report.longrepr, tuple) else str(report.longrepr)
-        report.outcome = "failed"
-        report.longrepr = f"skipped in CI, where every test must run: {reason}"
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_make_collect_report(collector: pytest.Collector):
-    outcome = yield
-    report = outcome.get_result()
-    if _ci() and report.skipped:  # a whole module skipped (pytest.importorskip, allow_module_level)
-        reason = report.longrepr[-1] if isinstance(report.longrepr, tuple) else str(report.longrepr)
-        report.outcome = "failed"
-        report.longrepr = f"module skipped in CI, where every test must run: {reason}"
+from probe_data import PROBE, SEGMENTATION, shared_folder
 
 
 def imagenet_sample_paths(count: int) -> list[Path]:

@@ -70,7 +70,7 @@ def test_a_failed_write_changes_nothing(small_catalog: Path, tmp_path: Path) -> 
         images=pd.DataFrame(),
         exemplars=pd.DataFrame(),
     )
-    with Catalog(path, writable=True) as catalog, pytest.raises(Exception):
+    with Catalog(path, writable=True) as catalog, pytest.raises(duckdb.BinderException, match="not found"):
         catalog.write_run(broken)
     with Catalog(path) as catalog:
         assert catalog.query("SELECT count(*) AS n FROM units").n[0] == before

@@ -68,8 +68,16 @@ def test_redescribe_replaces_and_reports_its_time_against_the_dissections(
     path = tmp_path / "again.duckdb"
     shutil.copy(described_catalog, path)
     before = _counts(path)
+    rows = "SELECT unit_id, description, evidence_type, round(score, 4) AS score FROM descriptions ORDER BY unit_id"
+    with Catalog(path, writable=True) as catalog:
+        described = catalog.query(rows)
+        catalog.con.execute("UPDATE descriptions SET description = 'stale', evidence_type = 'none', score = -99")
     describe_run(path, None, "evidence")
     assert _counts(path) == before
+    with Catalog(path) as catalog:
+        again = catalog.query(rows)
+    # every row was written again (none is left stale), and the same evidence gives the same descriptions
+    assert "stale" not in set(again.description) and again.equals(described)
     with Catalog(path) as catalog:
         dissected = catalog.run(None).seconds
     line = capsys.readouterr().out.strip().splitlines()[-1]
