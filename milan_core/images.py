@@ -19,9 +19,9 @@ import sys
 import threading
 import time
 import warnings
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -188,10 +188,10 @@ class ProbeDataset(Dataset):
 
 
 def _collate(items: list[tuple[ProbeImage, torch.Tensor | None, LoadedImage | str]]) -> Batch:
-    good = [(t, l) for _, t, l in items if isinstance(l, LoadedImage)]
+    good = [(tensor, image) for _, tensor, image in items if isinstance(image, LoadedImage)]
     skipped = [f"{p.path} ({reason})" for p, _, reason in items if isinstance(reason, str)]
     pixels = torch.stack([t for t, _ in good]) if good else torch.empty(0)
-    return Batch(pixels=pixels, images=[l for _, l in good], skipped=skipped)
+    return Batch(pixels=pixels, images=[image for _, image in good], skipped=skipped)
 
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h

@@ -17,11 +17,11 @@ import inspect
 import pickle
 import sys
 import warnings
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 import torch
 from PIL import Image
@@ -220,7 +220,8 @@ def _check_trusted(name: str, source: str) -> None:
     trusted = _TRUSTED_SPECS.get()
     if is_code_spec(name) and trusted is not None and name not in trusted:
         raise UserError(f"{source} names the model code {name!r}; rebuilding it imports and runs that code, "
-                        "so it is done only for a file you trust: add --trust-model-code (trust_model_code=True in Python)")
+                        "so it is done only for a file you trust: "
+                        "add --trust-model-code (trust_model_code=True in Python)")
 
 
 def read_checkpoint(path: Path, what: str) -> object:
@@ -236,7 +237,8 @@ def read_checkpoint(path: Path, what: str) -> object:
             return torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, OSError, KeyError, EOFError, ValueError) as error:
         if "Unsupported global" in str(error):  # a real pickle that names a class or function
-            raise UserError(f"{path} holds objects other than tensors, so it is not read (it should be {what})") from error
+            raise UserError(f"{path} holds objects other than tensors, so it is not read "
+                            f"(it should be {what})") from error
         raise UserError(f"{path} is not a PyTorch checkpoint (it should be {what} saved by torch.save)") from error
 
 

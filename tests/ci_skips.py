@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import os
 
-import pytest
-
 import probe_data
+import pytest
 
 
 def _ci() -> bool:

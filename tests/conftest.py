@@ -15,12 +15,12 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from ci_skips import pytest_collection_modifyitems, pytest_make_collect_report, pytest_runtest_makereport  # noqa: F401
+from probe_data import PROBE, SEGMENTATION, shared_folder
+
 from milan_core.config import DissectConfig
 from milan_core.dissect import dissect
 from milan_core.models import LoadedModel, load_model
-from probe_data import PROBE, SEGMENTATION, shared_folder
 
 
 def imagenet_sample_paths(count: int) -> list[Path]:

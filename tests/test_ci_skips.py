@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 import probe_data
+import pytest
 
 TESTS = """
 import pytest
@@ -36,7 +35,9 @@ def test_outside_ci_a_skip_is_a_skip(suite: pytest.Pytester, monkeypatch: pytest
     suite.runpytest_inprocess("--continue-on-collection-errors").assert_outcomes(passed=1, skipped=3)
 
 
-def test_in_ci_an_undeclared_skip_fails(suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_in_ci_an_undeclared_skip_fails(
+    suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setenv("CI", "true")
     monkeypatch.setattr(probe_data, "SHARED", tmp_path / "absent")
     result = suite.runpytest_inprocess("--continue-on-collection-errors")

@@ -52,7 +52,8 @@ def test_k_larger_than_the_probe_set_is_capped_with_a_note(probe_dir: Path, tmp_
 
 @pytest.mark.parametrize("value", ["0", "-1"])
 def test_max_images_below_one_is_refused(value: str, probe_dir: Path, tmp_path: Path, capsys) -> None:
-    assert main(["dissect", "--images", str(probe_dir), "--max-images", value, "--out", str(tmp_path / "c.duckdb")]) == 2
+    out = tmp_path / "c.duckdb"
+    assert main(["dissect", "--images", str(probe_dir), "--max-images", value, "--out", str(out)]) == 2
     assert f"--max-images must be at least 1 (got {value})" in error_line(capsys)
     assert not (tmp_path / "c.duckdb").exists()
     with pytest.raises(UserError, match="at least 1"):
@@ -86,7 +87,8 @@ def test_a_folder_with_nothing_readable_names_its_files_and_why(tmp_path: Path, 
     out = tmp_path / "c.duckdb"
     assert main(["dissect", "--images", str(folder), "--workers", "0", "--out", str(out)]) == 2
     line = error_line(capsys)
-    assert "none of the 2 files" in line and "half.png (" in line and "notes.jpg (not an image Pillow can identify)" in line
+    assert "none of the 2 files" in line and "half.png (" in line
+    assert "notes.jpg (not an image Pillow can identify)" in line
     assert not out.exists()
 
 
@@ -98,7 +100,9 @@ def test_weights_that_are_no_checkpoint_are_one_line(tmp_path: Path, capsys) -> 
     assert "is not a PyTorch checkpoint" in line and "weights_only" not in line
 
 
-def test_evaluate_says_up_front_that_it_will_write_into_the_catalog(small_catalog: Path, tmp_path: Path, capsys) -> None:
+def test_evaluate_says_up_front_that_it_will_write_into_the_catalog(
+    small_catalog: Path, tmp_path: Path, capsys
+) -> None:
     path = tmp_path / "mine.duckdb"
     shutil.copy(small_catalog, path)
     assert main(["evaluate", "final-layer", "--catalog", str(path), "--describer", "nope"]) == 2

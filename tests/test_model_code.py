@@ -124,8 +124,9 @@ def test_the_flag_is_on_every_command_that_reloads_a_recorded_model() -> None:
     from milan_core.cli import build_parser
 
     parser = build_parser()
-    for argv in (["describe"], ["evaluate", "final-layer"], ["evaluate", "segmentation", "--masks", "m", "--classes", "c"],
-                 ["ablate"], ["edit", "--query", "q", "--out", "o"]):
+    segmentation = ["evaluate", "segmentation", "--masks", "m", "--classes", "c"]
+    edit = ["edit", "--query", "q", "--out", "o"]
+    for argv in (["describe"], ["evaluate", "final-layer"], segmentation, ["ablate"], edit):
         assert parser.parse_args([*argv, "--trust-model-code"]).trust_model_code is True
 
 

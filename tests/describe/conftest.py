@@ -6,9 +6,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+from probe_data import shared_folder
 
 from milan_core.cli import main
-from probe_data import shared_folder
 
 
 @pytest.fixture(scope="session")
