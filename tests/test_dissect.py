@@ -34,7 +34,7 @@ def test_catalog_holds_every_unit_of_every_layer(small_catalog: Path) -> None:
         assert len(units) == 1360
         assert (units.threshold <= units.act_max).all() and (units.threshold >= units.act_min).all()
         # Every spatial position of every image is counted once in each unit's histogram.
-        positions = units.layer.map({"blocks.2": 24 * 28 * 28, "blocks.6": 24 * 7 * 7, "classifier": 24})
+        positions = units.layer.map({"blocks.2": 36 * 28 * 28, "blocks.6": 36 * 7 * 7, "classifier": 36})
         assert units["hist"].map(sum).eq(positions).all()
         assert units.key.iloc[0] == "blocks.2:0"
 
