@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from ci_skips import pytest_collection_modifyitems, pytest_make_collect_report, pytest_runtest_makereport  # noqa: F401
-from probe_data import PROBE, SEGMENTATION, shared_folder
+from probe_data import PROBE, shared_folder
 
 from milan_core.config import DissectConfig
 from milan_core.dissect import dissect
@@ -53,12 +53,6 @@ def many_photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
         for path in sorted(PROBE.glob("*.jpg")):
             shutil.copy(path, folder / f"{path.stem}-{copy:02d}.jpg")
     return folder
-
-
-@pytest.fixture(scope="session")
-def segmentation_set() -> tuple[Path, Path, Path]:
-    """Six photos with exact class-index masks: (images, masks, classes.yaml), read-only."""
-    return SEGMENTATION / "images", SEGMENTATION / "masks", SEGMENTATION / "classes.yaml"
 
 
 @pytest.fixture(scope="session")

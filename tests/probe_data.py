@@ -13,7 +13,6 @@ import pytest
 
 DATA = Path(__file__).resolve().parent / "data"
 PROBE = DATA / "probe"  # 36 photos, ImageNet-style names
-SEGMENTATION = DATA / "segmentation"  # coco128-seg layout: images/, masks/, classes.yaml
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 SHARED_MISSING = f"needs the shared data at {SHARED}"
 

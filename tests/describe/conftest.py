@@ -37,9 +37,3 @@ def coco_subset(coco: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[P
         shutil.copy(mask, masks / mask.name)
         shutil.copy(coco / "images" / f"{mask.stem}.jpg", images / f"{mask.stem}.jpg")
     return images, masks, coco / "classes.yaml"
-
-
-@pytest.fixture(scope="session", params=["local", pytest.param("coco", marks=pytest.mark.shared)])
-def labelled_masks(request: pytest.FixtureRequest) -> tuple[Path, Path, Path]:
-    """Photos with class-index masks: the suite's own six, and (``shared``) six of coco128-seg."""
-    return request.getfixturevalue("segmentation_set" if request.param == "local" else "coco_subset")

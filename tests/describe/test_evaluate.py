@@ -6,6 +6,8 @@ import csv
 import shutil
 from pathlib import Path
 
+import pytest
+
 from milan_core.cli import main
 from milan_core.describe.evaluate import BASELINES, baselines
 
@@ -35,8 +37,9 @@ def test_final_layer_on_the_small_catalog(described_catalog: Path, tmp_path: Pat
     assert rows["evidence", "similarity"] > rows["constant", "similarity"]
 
 
-def test_segmentation_on_a_few_labelled_images(labelled_masks: tuple[Path, Path, Path], tmp_path: Path) -> None:
-    images, masks, classes = labelled_masks
+@pytest.mark.shared
+def test_segmentation_on_a_few_labelled_images(coco_subset: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    images, masks, classes = coco_subset
     out = tmp_path / "seg.csv"
     code = main(["evaluate", "segmentation", "--images", str(images), "--masks", str(masks),
                  "--classes", str(classes), "--layers", "blocks.6", "--k", "3", "--csv", str(out)])
