@@ -40,7 +40,7 @@ def cmd_dissect(args: argparse.Namespace) -> int:
     )
     if args.checkpoint_every < 0:
         raise UserError("--checkpoint-every must be 0 (after every batch) or more seconds")
-    summary = dissect(config, args.out, args.checkpoint_every)
+    summary = dissect(config, args.out, args.checkpoint_every, args.backend)
     print(f"run {summary.run_id}: read {summary.n_images} images in {summary.seconds:.1f} s, "
           f"skipped {len(summary.skipped)}")
     if summary.skipped:
@@ -92,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     dissect.add_argument("--run-id", default=None, help="name of the run (default: model and parameter hash)")
     dissect.add_argument("--checkpoint-every", type=float, default=60.0, metavar="SECONDS",
                          help="save the job's state this often, so a rerun after an interruption resumes")
+    dissect.add_argument("--backend", default="auto", choices=("auto", "torch", "onnxruntime"),
+                         help="what runs the model: auto = ONNX Runtime on a CPU when the model exports, else torch")
     dissect.add_argument("--describe", action="store_true", help="also describe every unit")
     dissect.add_argument("--describer", default=None, help="describer for --describe")
     dissect.set_defaults(func=cmd_dissect)

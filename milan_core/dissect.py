@@ -29,7 +29,7 @@ from milan_core.catalog import Catalog, RunRecord, RunTables
 from milan_core.config import DissectConfig
 from milan_core.errors import UserError
 from milan_core.exemplars import quantise
-from milan_core.hooks import LayerRecorder, layer_kind
+from milan_core.hooks import as_spatial, layer_kind
 from milan_core.images import (
     LoadedImage,
     ProbeDataset,
@@ -39,6 +39,7 @@ from milan_core.images import (
     iterate_batches,
 )
 from milan_core.models import LoadedModel, load_model
+from milan_core.runtime import LayerForward, layer_forward
 from milan_core.statistics import LayerStatistics
 
 PLOT_BINS = 32
@@ -94,18 +95,17 @@ def validate(config: DissectConfig) -> None:
         raise UserError("give at least one layer with --layers (list them with the layers command)")
 
 
-def empty_state(loaded: LoadedModel, config: DissectConfig) -> DissectionState:
+def empty_state(loaded: LoadedModel, config: DissectConfig, forward: LayerForward) -> DissectionState:
     """Size the per-layer statistics from one forward pass of a blank image."""
-    size = loaded.preprocessing.input_size
-    with LayerRecorder(loaded.module, config.layers) as recorder, torch.inference_mode():
-        loaded.module(torch.zeros(1, 3, size, size))
+    with torch.inference_mode():
+        outputs = forward.blank(loaded.preprocessing.input_size)
     stats, kinds = {}, {}
     for name in config.layers:
-        if name not in recorder.outputs:
+        if name not in outputs:
             raise UserError(f"layer {name} produced no tensor output; pick another with the layers command")
-        maps = recorder.spatial(name)
+        maps = as_spatial(outputs[name], loaded.module)
         stats[name] = LayerStatistics.empty(maps.shape[1], config.k, maps.shape[2], maps.shape[3])
-        kinds[name] = layer_kind(recorder.outputs[name])
+        kinds[name] = layer_kind(outputs[name])
     return DissectionState(stats, kinds)
 
 
@@ -117,22 +117,23 @@ def _keep_exemplar_images(state: DissectionState, batch_images: list[LoadedImage
 
 
 def run_pass(
-    loaded: LoadedModel, root: Path, probes: list[ProbeImage], config: DissectConfig, state: DissectionState,
-    start: int = 0, checkpoint: Callable[[int], None] | None = None, checkpoint_every: float = CHECKPOINT_EVERY,
+    loaded: LoadedModel, forward: LayerForward, root: Path, probes: list[ProbeImage], config: DissectConfig,
+    state: DissectionState, start: int = 0, checkpoint: Callable[[int], None] | None = None,
+    checkpoint_every: float = CHECKPOINT_EVERY,
 ) -> None:
     """Stream the probe images from ``start`` on through the model once, updating the statistics
     batch by batch; ``checkpoint(position)`` is called every ``checkpoint_every`` seconds."""
     dataset = ProbeDataset(root, probes[start:], loaded.preprocessing.geometry, loaded.preprocessing.to_tensor)
     bar = tqdm(total=len(probes), initial=start, unit="img", desc="dissect", dynamic_ncols=True)
     position, saved_at = start, time.monotonic()
-    with LayerRecorder(loaded.module, config.layers) as recorder, torch.inference_mode():
+    with torch.inference_mode():
         for batch in iterate_batches(dataset, config.batch_size, config.workers):
             state.skipped.extend(batch.skipped)
             if batch.images:
-                loaded.module(batch.pixels)
+                outputs = forward(batch.pixels)
                 indices = torch.tensor([img.index for img in batch.images])
                 for name, stats in state.layers.items():
-                    stats.update(recorder.spatial(name), indices)
+                    stats.update(as_spatial(outputs[name], loaded.module), indices)
                 _keep_exemplar_images(state, batch.images)
                 state.n_read += len(batch.images)
             position += len(batch.images) + len(batch.skipped)
@@ -255,7 +256,7 @@ def image_table(probes: list[ProbeImage], images: dict[int, LoadedImage]) -> pd.
 
 def build_tables(
     config: DissectConfig, root: Path, probes: list[ProbeImage], state: DissectionState,
-    timings: dict[str, float],
+    timings: dict[str, float], backend: str = "torch",
 ) -> RunTables:
     """Turn the final state into the catalog's rows."""
     layers = pd.DataFrame(
@@ -269,7 +270,7 @@ def build_tables(
     )
     run = RunRecord(
         run_id=config.resolved_run_id(), model=config.model, layers=list(config.layers),
-        probe_root=str(root), config=config.as_dict(), code_version=code_version(),
+        probe_root=str(root), config={**config.as_dict(), "backend": backend}, code_version=code_version(),
         n_images=state.n_read, n_skipped=len(state.skipped), seconds=sum(timings.values()), timings=timings,
     )
     return RunTables(
@@ -283,10 +284,12 @@ def build_tables(
     )
 
 
-def dissect(config: DissectConfig, out: Path, checkpoint_every: float = CHECKPOINT_EVERY) -> Summary:
+def dissect(config: DissectConfig, out: Path, checkpoint_every: float = CHECKPOINT_EVERY,
+            backend: str = "auto") -> Summary:
     """Run the whole job and write (or replace) one run in the catalog at ``out``.
 
-    Resumes from the checkpoint of an interrupted run of the same job, if there is one.
+    Resumes from the checkpoint of an interrupted run of the same job, if there is one. The
+    ``backend`` (see ``milan_core.runtime``) changes the speed, not the catalog; the run records it.
     """
     validate(config)
     torch.manual_seed(config.seed)
@@ -296,23 +299,24 @@ def dissect(config: DissectConfig, out: Path, checkpoint_every: float = CHECKPOI
     loaded = load_model(config.model, Path(config.weights) if config.weights else None)
     run_id, signature = config.resolved_run_id(), probe_signature(root, probes)
     resume = checkpoint_path(out, run_id)
-    resumed = load_checkpoint(resume, config, signature)
-    if resumed is None:
-        position, state, earlier = 0, empty_state(loaded, config), 0.0
-    else:
-        position, state, earlier = resumed
-        print(f"resuming run {run_id} after image {position} of {len(probes)} (from {resume})", file=sys.stderr)
-    loaded_at = time.perf_counter()
+    with layer_forward(loaded, config.layers, backend, workers=config.workers) as forward:
+        resumed = load_checkpoint(resume, config, signature)
+        if resumed is None:
+            position, state, earlier = 0, empty_state(loaded, config, forward), 0.0
+        else:
+            position, state, earlier = resumed
+            print(f"resuming run {run_id} after image {position} of {len(probes)} (from {resume})", file=sys.stderr)
+        loaded_at = time.perf_counter()
 
-    def save(at: int) -> None:
-        save_checkpoint(resume, config, signature, at, state, earlier + time.perf_counter() - loaded_at)
+        def save(at: int) -> None:
+            save_checkpoint(resume, config, signature, at, state, earlier + time.perf_counter() - loaded_at)
 
-    run_pass(loaded, root, probes, config, state, position, save, checkpoint_every)
+        run_pass(loaded, forward, root, probes, config, state, position, save, checkpoint_every)
     passed_at = time.perf_counter()
     if state.n_read == 0:
         raise UserError(f"none of the {len(probes)} files under {root} could be read as an image")
     timings = {"load": loaded_at - started, "pass": earlier + passed_at - loaded_at}
-    tables = build_tables(config, root, probes, state, timings)
+    tables = build_tables(config, root, probes, state, timings, forward.backend)
     with Catalog(out, writable=True) as catalog:
         catalog.write_run(tables)
     resume.unlink(missing_ok=True)
