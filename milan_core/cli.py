@@ -36,11 +36,11 @@ def cmd_dissect(args: argparse.Namespace) -> int:
         model=args.model, weights=args.weights, images=args.images,
         layers=tuple(name.strip() for name in args.layers.split(",") if name.strip()),
         k=args.k, quantile=args.quantile, batch_size=args.batch_size, workers=args.workers,
-        seed=args.seed, max_images=args.max_images, run_id=args.run_id,
+        seed=args.seed, max_images=args.max_images, run_id=args.run_id, precision=args.precision,
     )
     if args.checkpoint_every < 0:
         raise UserError("--checkpoint-every must be 0 (after every batch) or more seconds")
-    summary = dissect(config, args.out, args.checkpoint_every, args.backend)
+    summary = dissect(config, args.out, args.checkpoint_every, args.backend, args.device)
     print(f"run {summary.run_id}: read {summary.n_images} images in {summary.seconds:.1f} s, "
           f"skipped {len(summary.skipped)}")
     if summary.skipped:
@@ -66,6 +66,12 @@ def cmd_layers(args: argparse.Namespace) -> int:
     for info in list_layers(loaded.module, torch.zeros(1, 3, size, size)):
         print(f"{info.name:40s} {info.kind:7s} {tuple(info.shape)}")
     return 0
+
+
+def add_device_argument(parser: argparse.ArgumentParser) -> None:
+    """``--device``, shared by every command that runs a model."""
+    parser.add_argument("--device", default="auto",
+                        help="auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N or mps; does not change the run id")
 
 
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -94,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="save the job's state this often, so a rerun after an interruption resumes")
     dissect.add_argument("--backend", default="auto", choices=("auto", "torch", "onnxruntime"),
                          help="what runs the model: auto = ONNX Runtime on a CPU when the model exports, else torch")
+    add_device_argument(dissect)
+    dissect.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
+                         help="of the model's forward pass (not fp32: torch autocast; a separate run id)")
     dissect.add_argument("--describe", action="store_true", help="also describe every unit")
     dissect.add_argument("--describer", default=None, help="describer for --describe")
     dissect.set_defaults(func=cmd_dissect)

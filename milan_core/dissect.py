@@ -39,7 +39,7 @@ from milan_core.images import (
     iterate_batches,
 )
 from milan_core.models import LoadedModel, load_model
-from milan_core.runtime import LayerForward, layer_forward
+from milan_core.runtime import PRECISIONS, LayerForward, layer_forward, resolve_device, statistics_device
 from milan_core.statistics import LayerStatistics
 
 PLOT_BINS = 32
@@ -93,10 +93,13 @@ def validate(config: DissectConfig) -> None:
         raise UserError("--batch-size must be at least 1 and --workers at least 0")
     if not config.layers:
         raise UserError("give at least one layer with --layers (list them with the layers command)")
+    if config.precision not in PRECISIONS:
+        raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, not {config.precision!r}")
 
 
-def empty_state(loaded: LoadedModel, config: DissectConfig, forward: LayerForward) -> DissectionState:
-    """Size the per-layer statistics from one forward pass of a blank image."""
+def empty_state(loaded: LoadedModel, config: DissectConfig, forward: LayerForward,
+                device: torch.device | None = None) -> DissectionState:
+    """Size the per-layer statistics (kept on ``device``) from one forward pass of a blank image."""
     with torch.inference_mode():
         outputs = forward.blank(loaded.preprocessing.input_size)
     stats, kinds = {}, {}
@@ -104,7 +107,7 @@ def empty_state(loaded: LoadedModel, config: DissectConfig, forward: LayerForwar
         if name not in outputs:
             raise UserError(f"layer {name} produced no tensor output; pick another with the layers command")
         maps = as_spatial(outputs[name], loaded.module)
-        stats[name] = LayerStatistics.empty(maps.shape[1], config.k, maps.shape[2], maps.shape[3])
+        stats[name] = LayerStatistics.empty(maps.shape[1], config.k, maps.shape[2], maps.shape[3], device=device)
         kinds[name] = layer_kind(outputs[name])
     return DissectionState(stats, kinds)
 
@@ -126,14 +129,15 @@ def run_pass(
     dataset = ProbeDataset(root, probes[start:], loaded.preprocessing.geometry, loaded.preprocessing.to_tensor)
     bar = tqdm(total=len(probes), initial=start, unit="img", desc="dissect", dynamic_ncols=True)
     position, saved_at = start, time.monotonic()
+    device = next(iter(state.layers.values())).topk.values.device
     with torch.inference_mode():
         for batch in iterate_batches(dataset, config.batch_size, config.workers):
             state.skipped.extend(batch.skipped)
             if batch.images:
                 outputs = forward(batch.pixels)
-                indices = torch.tensor([img.index for img in batch.images])
+                indices = torch.tensor([img.index for img in batch.images], device=device)
                 for name, stats in state.layers.items():
-                    stats.update(as_spatial(outputs[name], loaded.module), indices)
+                    stats.update(as_spatial(outputs[name], loaded.module).to(device), indices)
                 _keep_exemplar_images(state, batch.images)
                 state.n_read += len(batch.images)
             position += len(batch.images) + len(batch.skipped)
@@ -169,7 +173,7 @@ def save_checkpoint(path: Path, config: DissectConfig, signature: str, position:
     write_cached(path, {
         "format": CHECKPOINT_FORMAT, "config": config.as_dict(), "signature": signature,
         "position": position, "seconds": seconds, "n_read": state.n_read, "skipped": list(state.skipped),
-        "kinds": dict(state.kinds), "layers": {name: stats.state() for name, stats in state.layers.items()},
+        "kinds": dict(state.kinds), "layers": {name: stats.to("cpu").state() for name, stats in state.layers.items()},
         "images": {
             "index": [img.index for img in images], "sha256": [img.sha256 for img in images],
             "width": [img.width for img in images], "height": [img.height for img in images],
@@ -256,9 +260,10 @@ def image_table(probes: list[ProbeImage], images: dict[int, LoadedImage]) -> pd.
 
 def build_tables(
     config: DissectConfig, root: Path, probes: list[ProbeImage], state: DissectionState,
-    timings: dict[str, float], backend: str = "torch",
+    timings: dict[str, float], runtime: dict[str, str] | None = None,
 ) -> RunTables:
-    """Turn the final state into the catalog's rows."""
+    """Turn the final state into the catalog's rows; ``runtime`` (backend, device) joins the
+    run's recorded configuration: it made the run but does not change its results."""
     layers = pd.DataFrame(
         [
             {
@@ -270,7 +275,7 @@ def build_tables(
     )
     run = RunRecord(
         run_id=config.resolved_run_id(), model=config.model, layers=list(config.layers),
-        probe_root=str(root), config={**config.as_dict(), "backend": backend}, code_version=code_version(),
+        probe_root=str(root), config={**config.as_dict(), **(runtime or {})}, code_version=code_version(),
         n_images=state.n_read, n_skipped=len(state.skipped), seconds=sum(timings.values()), timings=timings,
     )
     return RunTables(
@@ -285,26 +290,31 @@ def build_tables(
 
 
 def dissect(config: DissectConfig, out: Path, checkpoint_every: float = CHECKPOINT_EVERY,
-            backend: str = "auto") -> Summary:
+            backend: str = "auto", device: str = "auto") -> Summary:
     """Run the whole job and write (or replace) one run in the catalog at ``out``.
 
     Resumes from the checkpoint of an interrupted run of the same job, if there is one. The
-    ``backend`` (see ``milan_core.runtime``) changes the speed, not the catalog; the run records it.
+    ``backend`` and ``device`` (see ``milan_core.runtime``) change the speed, not the catalog
+    (beyond float rounding); the run records both.
     """
     validate(config)
+    on = resolve_device(device)
+    kept_on = statistics_device(on)
     torch.manual_seed(config.seed)
     started = time.perf_counter()
     root = Path(config.images) if config.images else default_probe_root()
     probes = find_images(root)[: config.max_images]
     loaded = load_model(config.model, Path(config.weights) if config.weights else None)
+    loaded.module.to(on)
     run_id, signature = config.resolved_run_id(), probe_signature(root, probes)
     resume = checkpoint_path(out, run_id)
-    with layer_forward(loaded, config.layers, backend, workers=config.workers) as forward:
+    with layer_forward(loaded, config.layers, backend, on, config.workers, config.precision) as forward:
         resumed = load_checkpoint(resume, config, signature)
         if resumed is None:
-            position, state, earlier = 0, empty_state(loaded, config, forward), 0.0
+            position, state, earlier = 0, empty_state(loaded, config, forward, kept_on), 0.0
         else:
             position, state, earlier = resumed
+            state.layers = {name: stats.to(kept_on) for name, stats in state.layers.items()}
             print(f"resuming run {run_id} after image {position} of {len(probes)} (from {resume})", file=sys.stderr)
         loaded_at = time.perf_counter()
 
@@ -316,7 +326,8 @@ def dissect(config: DissectConfig, out: Path, checkpoint_every: float = CHECKPOI
     if state.n_read == 0:
         raise UserError(f"none of the {len(probes)} files under {root} could be read as an image")
     timings = {"load": loaded_at - started, "pass": earlier + passed_at - loaded_at}
-    tables = build_tables(config, root, probes, state, timings, forward.backend)
+    state.layers = {name: stats.to("cpu") for name, stats in state.layers.items()}
+    tables = build_tables(config, root, probes, state, timings, {"backend": forward.backend, "device": str(on)})
     with Catalog(out, writable=True) as catalog:
         catalog.write_run(tables)
     resume.unlink(missing_ok=True)

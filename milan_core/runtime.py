@@ -19,7 +19,7 @@ import os
 import sys
 import tempfile
 import warnings
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Iterator, Protocol, Sequence
 
@@ -32,10 +32,47 @@ from milan_core.hooks import LayerRecorder, find_modules, first_tensor
 from milan_core.models import LoadedModel
 
 BACKENDS = ("auto", "torch", "onnxruntime")
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 OPSET = 17
 EXPORT_FORMAT = 1  # bump when the wrapper's outputs change, so older cached graphs are not read
 PARITY_TOLERANCE = 1e-4  # largest |onnx - torch| on the first batch, relative to the layer's largest |torch|
 PARITY_IMAGES = 8  # images of the first batch run through both (BatchNorm is in eval mode: images are independent)
+
+
+def resolve_device(spec: str = "auto") -> torch.device:
+    """``auto``: CUDA if present, else Apple's MPS, else the CPU; a named device must exist here."""
+    mps = getattr(torch.backends, "mps", None)
+    has_mps = bool(mps and mps.is_available())
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "mps" if has_mps else "cpu")
+    try:
+        device = torch.device(spec)
+    except (RuntimeError, ValueError):
+        device = None
+    if device is None or device.type not in ("cpu", "cuda", "mps"):
+        raise UserError(f"--device must be auto, cpu, cuda, cuda:N or mps, not {spec!r}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {spec}: torch sees no CUDA device on this machine; use --device cpu (or auto)")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise UserError(f"--device {spec}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                        f"numbered from 0")
+    if device.type == "mps" and not has_mps:
+        raise UserError(f"--device {spec}: Apple's MPS is not available here; use --device cpu (or auto)")
+    return device
+
+
+def statistics_device(device: torch.device) -> torch.device:
+    """Where the statistics run: on the model's device, except MPS, which has no float64 (moments)."""
+    return torch.device("cpu") if device.type == "mps" else device
+
+
+def autocast(device: torch.device, precision: str):  # noqa: ANN201 (a context manager)
+    """Mixed precision for the model's forward pass; fp32 runs as it is."""
+    if precision not in PRECISIONS:
+        raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    if precision == "fp32":
+        return nullcontext()
+    return torch.autocast(device.type, dtype=PRECISIONS[precision])
 
 
 class LayerForward(Protocol):
@@ -55,17 +92,21 @@ class TorchForward:
 
     backend = "torch"
 
-    def __init__(self, loaded: LoadedModel, layers: Sequence[str]) -> None:
+    def __init__(self, loaded: LoadedModel, layers: Sequence[str], device: torch.device | None = None,
+                 precision: str = "fp32") -> None:
         self.model = loaded.module
         self.recorder = LayerRecorder(loaded.module, layers)
+        self.device = device or torch.device("cpu")
+        self.precision = precision
 
     def __call__(self, pixels: torch.Tensor) -> dict[str, torch.Tensor]:
         self.recorder.outputs.clear()
-        self.model(pixels)
+        with autocast(self.device, self.precision):
+            self.model(pixels.to(self.device, non_blocking=True))
         return dict(self.recorder.outputs)
 
     def blank(self, size: int) -> dict[str, torch.Tensor]:
-        return self(torch.zeros(1, 3, size, size))
+        return self(torch.zeros(1, 3, size, size, device=self.device))
 
 
 class LayerTaps(nn.Module):
@@ -239,7 +280,8 @@ def _first_line(error: BaseException) -> str:
 
 @contextmanager
 def layer_forward(loaded: LoadedModel, layers: Sequence[str], backend: str = "auto",
-                  device: torch.device | None = None, workers: int = 0) -> Iterator[LayerForward]:
+                  device: torch.device | None = None, workers: int = 0, precision: str = "fp32",
+                  ) -> Iterator[LayerForward]:
     """The forward pass the job runs: ONNX Runtime when asked (or, with ``auto``, on a CPU), else
     PyTorch; a model that cannot be exported falls back to PyTorch with one line on stderr.
 
@@ -248,10 +290,13 @@ def layer_forward(loaded: LoadedModel, layers: Sequence[str], backend: str = "au
     if backend not in BACKENDS:
         raise UserError(f"--backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
     find_modules(loaded.module, layers)  # unknown names: the user's mistake, not a reason to fall back
+    autocast(torch.device("cpu"), precision)  # checks the name
     on_cpu = device is None or device.type == "cpu"
     if backend == "onnxruntime" and not on_cpu:
         raise UserError(f"--backend onnxruntime runs on the CPU only; drop it or use --device cpu (not {device})")
-    if backend != "torch" and on_cpu:
+    if backend == "onnxruntime" and precision != "fp32":
+        raise UserError(f"--backend onnxruntime runs in fp32 only; drop it for --precision {precision}")
+    if backend != "torch" and on_cpu and precision == "fp32":
         threads = model_threads(workers)
         try:
             forward = onnx_forward(loaded, layers, threads)
@@ -261,6 +306,6 @@ def layer_forward(loaded: LoadedModel, layers: Sequence[str], backend: str = "au
             with _torch_threads(threads):
                 yield forward
             return
-    torch_forward = TorchForward(loaded, layers)
+    torch_forward = TorchForward(loaded, layers, device, precision)
     with torch_forward.recorder:
         yield torch_forward
