@@ -16,7 +16,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -31,6 +32,7 @@ from milan_core.errors import UserError
 from milan_core.exemplars import quantise
 from milan_core.hooks import as_spatial, layer_kind
 from milan_core.images import (
+    Batch,
     LoadedImage,
     ProbeDataset,
     ProbeImage,
@@ -119,6 +121,26 @@ def _keep_exemplar_images(state: DissectionState, batch_images: list[LoadedImage
     state.exemplar_images = {i: state.exemplar_images[i] for i in wanted if i in state.exemplar_images}
 
 
+def _infer(forward: LayerForward, pixels: torch.Tensor) -> dict[str, torch.Tensor]:
+    with torch.inference_mode():  # thread-local: entered in the thread that runs the model
+        return forward(pixels)
+
+
+def forward_ahead(forward: LayerForward, batches: Iterable[Batch]) -> Iterator[tuple[Batch, dict[str, torch.Tensor]]]:
+    """Each batch with its layers' outputs, the model already running on the next batch (in a
+    thread; ONNX Runtime and PyTorch release the GIL) while the caller updates the statistics of
+    this one, so the statistics take no wall time while a core is free. Order is unchanged."""
+    with ThreadPoolExecutor(1, thread_name_prefix="forward") as pool:
+        pending: tuple[Batch, Future | None] | None = None
+        for batch in batches:
+            running = pool.submit(_infer, forward, batch.pixels) if batch.images else None
+            if pending is not None:
+                yield pending[0], pending[1].result() if pending[1] is not None else {}
+            pending = (batch, running)
+        if pending is not None:
+            yield pending[0], pending[1].result() if pending[1] is not None else {}
+
+
 def run_pass(
     loaded: LoadedModel, forward: LayerForward, root: Path, probes: list[ProbeImage], config: DissectConfig,
     state: DissectionState, start: int = 0, checkpoint: Callable[[int], None] | None = None,
@@ -131,10 +153,9 @@ def run_pass(
     position, saved_at = start, time.monotonic()
     device = next(iter(state.layers.values())).topk.values.device
     with torch.inference_mode():
-        for batch in iterate_batches(dataset, config.batch_size, config.workers):
+        for batch, outputs in forward_ahead(forward, iterate_batches(dataset, config.batch_size, config.workers)):
             state.skipped.extend(batch.skipped)
             if batch.images:
-                outputs = forward(batch.pixels)
                 indices = torch.tensor([img.index for img in batch.images], device=device)
                 for name, stats in state.layers.items():
                     stats.update(as_spatial(outputs[name], loaded.module).to(device), indices)

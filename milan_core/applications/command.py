@@ -22,18 +22,21 @@ from milan_core.applications import importance
 from milan_core.applications.editing import edit_payload
 from milan_core.applications.evaluation import AblationEvaluator, load_labelled_probe
 from milan_core.catalog import Catalog, RunRecord
-from milan_core.cli import DEFAULT_CATALOG
+from milan_core.cli import DEFAULT_CATALOG, add_device_argument
 from milan_core.errors import UserError
 from milan_core.models import LoadedModel, load_recorded_model
+from milan_core.runtime import resolve_device
 from milan_core.catalog.search import DEFAULT_MIN_SIMILARITY
 
 DEFAULT_ORDERS = "animal,artefact,colour,texture,specificity"
 DEFAULT_CONCEPTS = "dog,bird,car"
 
 
-def load_run_model(run: RunRecord) -> LoadedModel:
-    """The model a run dissected, with the same weights."""
-    return load_recorded_model(run.model, run.config.get("weights"))
+def load_run_model(run: RunRecord, device: str = "cpu") -> LoadedModel:
+    """The model a run dissected, with the same weights, on ``device`` (see ``--device``)."""
+    loaded = load_recorded_model(run.model, run.config.get("weights"))
+    loaded.module.to(resolve_device(device))
+    return loaded
 
 
 @contextmanager
@@ -79,9 +82,10 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     named = importance.named_orders(units, orders)
     for order in (o for o in orders if o not in named and o != importance.RANDOM):
         print(f"note: no described unit of {', '.join(layers)} falls in {order!r}; skipped", file=sys.stderr)
-    model = load_run_model(run)
-    probe = load_labelled_probe(Path(args.images or run.probe_root), model, args.max_images)
-    evaluator = AblationEvaluator(model, probe, layers, args.batch_size)
+    model = load_run_model(run, args.device)
+    evaluator = AblationEvaluator(model, load_labelled_probe(Path(args.images or run.probe_root), model, args.max_images),
+                                  layers, args.batch_size)
+    probe = evaluator.probe  # the images that decoded
     curves = importance.importance_curves(evaluator, units, list(named), args.seeds, args.steps, args.max_fraction)
     checks = [importance.class_check(evaluator, units, c, args.seeds) for c in concept_names]
     config = {"orders": list(named), "seeds": args.seeds, "steps": args.steps, "max_fraction": args.max_fraction,
@@ -107,10 +111,12 @@ def cmd_edit(args: argparse.Namespace) -> int:
             catalog, args.query, [run.run_id], args.describer, args.min_similarity, layers, args.candidates
         )
     units = importance.as_mapping(list(zip(matches.layer, matches.unit.astype(int))))
-    model = load_run_model(run)
-    probe = load_labelled_probe(Path(args.images or run.probe_root), model, args.max_images)
-    evaluator = AblationEvaluator(model, probe, list(units), args.batch_size)
+    model = load_run_model(run, args.device)
+    evaluator = AblationEvaluator(model, load_labelled_probe(Path(args.images or run.probe_root), model, args.max_images),
+                                  list(units), args.batch_size)
+    probe = evaluator.probe  # the images that decoded
     before, after = evaluator.accuracy({}), evaluator.accuracy(units)
+    model.module.to("cpu")  # the saved model loads anywhere
     out = Path(args.out)
     with staged_file(out) as partial:
         torch.save(edit_payload(model, units, run.run_id, args.query), partial)
@@ -146,6 +152,7 @@ def _evaluation(parser: argparse.ArgumentParser) -> None:
                         help="labelled images: ImageNet-named files or one folder per class (default: the run's probe set)")
     parser.add_argument("--max-images", type=int, default=None, help="use only the first N images")
     parser.add_argument("--batch-size", type=int, default=64)
+    add_device_argument(parser)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

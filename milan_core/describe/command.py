@@ -73,7 +73,7 @@ def _described_run(args: argparse.Namespace, layers: tuple[str, ...], workdir: P
         path = workdir / "catalog.duckdb"
         config = DissectConfig(model=args.model, images=str(args.images), layers=layers, k=args.k,
                                max_images=args.max_images, workers=0)
-        run_id = dissect(config, path).run_id
+        run_id = dissect(config, path, device=args.device).run_id
     run_id, describer = describe_run(path, run_id, args.describer)
     return path, run_id, describer
 
@@ -107,6 +107,8 @@ def cmd_evaluate_segmentation(args: argparse.Namespace) -> int:
 
 
 def _add_evaluation_arguments(parser: argparse.ArgumentParser) -> None:
+    from milan_core.cli import add_device_argument
+
     parser.add_argument("--model", default=DEFAULT_MODEL, help="model to dissect when no --catalog is given")
     parser.add_argument("--images", type=Path, default=None, help="probe images to dissect when no --catalog is given")
     parser.add_argument("--catalog", type=Path, default=None,
@@ -116,6 +118,7 @@ def _add_evaluation_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--k", type=int, default=15, help="exemplars per unit for a fresh dissection")
     parser.add_argument("--max-images", type=int, default=None, help="use only the first N images")
     parser.add_argument("--csv", type=Path, default=None, help="write the table as rows method,metric,value")
+    add_device_argument(parser)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -109,6 +109,14 @@ def dog_labelled(lite0, dog_probe: Path):
     return load_labelled_probe(dog_probe, lite0)
 
 
+@pytest.fixture(scope="session")
+def dog_pixels(dog_labelled) -> "torch.Tensor":
+    """Every dog-probe image as model input at once (small enough to hold, for direct comparisons)."""
+    import torch
+
+    return torch.cat([pixels for pixels, _ in dog_labelled.batches(64)])
+
+
 @dataclass(frozen=True)
 class AblationResult:
     catalog: Path

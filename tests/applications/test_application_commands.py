@@ -108,7 +108,7 @@ def test_ablate_needs_descriptions(small_catalog: Path, dog_probe: Path, tmp_pat
 
 
 def test_edit_switches_off_matching_units_and_the_saved_model_reloads_edited(
-    fresh_catalog: Path, dog_probe: Path, dog_labelled: LabelledProbe, lite0, tmp_path: Path, capsys
+    fresh_catalog: Path, dog_probe: Path, dog_labelled: LabelledProbe, dog_pixels, lite0, tmp_path: Path, capsys
 ) -> None:
     out = tmp_path / "edited.pt"
     assert main(["edit", "--catalog", str(fresh_catalog), "--query", "dog", "--images", str(dog_probe),
@@ -122,13 +122,13 @@ def test_edit_switches_off_matching_units_and_the_saved_model_reloads_edited(
     assert edited.query == "dog" and sorted(edited.ablated) == ["blocks.6", "classifier"]
     assert sorted(f"{layer}:{u}" for layer, us in edited.ablated.items() for u in us) == sorted(edit.units)
     with torch.inference_mode():
-        right = (edited.loaded.module(dog_labelled.pixels).argmax(-1) == dog_labelled.targets).float().mean()
+        right = (edited.loaded.module(dog_pixels).argmax(-1) == dog_labelled.targets).float().mean()
     assert float(right) == pytest.approx(edit.accuracy_after)
     expected = AblationEvaluator(lite0, dog_labelled, list(edited.ablated)).accuracy(edited.ablated)
     assert float(right) == pytest.approx(expected)
     edited.release()
     with torch.inference_mode():
-        restored = (edited.loaded.module(dog_labelled.pixels).argmax(-1) == dog_labelled.targets).float().mean()
+        restored = (edited.loaded.module(dog_pixels).argmax(-1) == dog_labelled.targets).float().mean()
     assert float(restored) == pytest.approx(edit.accuracy_before)
 
 
