@@ -165,3 +165,29 @@ def test_the_command_line_takes_a_backend(probe_dir: Path, tmp_path: Path, capsy
     with pytest.raises(SystemExit):
         main(["dissect", "--backend", "tensorrt"])
     assert "invalid choice: 'tensorrt'" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks a machine without a GPU")
+def test_auto_is_the_cpu_here_and_an_absent_device_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from milan_core.runtime import resolve_device
+
+    assert resolve_device("auto") == torch.device("cpu") and resolve_device("cpu") == torch.device("cpu")
+    out = tmp_path / "never.duckdb"
+    for device, phrase in (("cuda", "no CUDA device"), ("cuda:1", "no CUDA device"), ("tpu", "must be auto, cpu")):
+        assert main(["dissect", "--device", device, "--out", str(out)]) == 2
+        lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("error: --device") and phrase in lines[0]
+    assert not out.exists()
+
+
+def test_precision_has_its_own_run_and_runs_on_torch(lite0: LoadedModel) -> None:
+    fp32, bf16 = DissectConfig(), DissectConfig(precision="bf16")
+    assert fp32.resolved_run_id() == "efficientnet-lite0-e3867eba"  # as before precision was a choice
+    assert bf16.resolved_run_id() != fp32.resolved_run_id()
+    with layer_forward(lite0, ["blocks.6"], "auto", precision="bf16") as forward:
+        assert forward.backend == "torch"
+        maps = forward(torch.zeros(2, 3, 224, 224))["blocks.6"]
+        assert maps.dtype == torch.bfloat16  # autocast ran the model in bf16; statistics read it as float
+    with pytest.raises(UserError, match="fp32 only"):
+        with layer_forward(lite0, ["blocks.6"], "onnxruntime", precision="bf16"):
+            pass
