@@ -23,13 +23,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import duckdb
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from milan_core.config import DissectConfig  # noqa: E402
+from milan_core.catalog import Catalog  # noqa: E402
+from milan_core.config import BATCH_SIZE, WORKERS, DissectConfig  # noqa: E402
 from milan_core.dissect import dissect, empty_state  # noqa: E402
 from milan_core.images import ProbeDataset, find_images, iterate_batches  # noqa: E402
 from milan_core.models import load_model  # noqa: E402
@@ -53,7 +53,9 @@ def bare_forward_seconds(images: Path, batch_size: int, workers: int, backend: s
     """The physical floor: decode, preprocess and run the model, nothing else (for ONNX Runtime,
     the job's own graph, with its layers as outputs, exported before the clock starts)."""
     loaded = load_model("efficientnet-lite0")
-    run = onnx_forward(loaded, DissectConfig().layers, model_threads(workers)).raw if backend == "onnxruntime" else loaded.module
+    run = loaded.module
+    if backend == "onnxruntime":
+        run = onnx_forward(loaded, DissectConfig().layers, model_threads(workers)).raw
     probes = find_images(images)
     dataset = ProbeDataset(images, probes, loaded.preprocessing.geometry, loaded.preprocessing.to_tensor,
                            thumbnails=False)
@@ -99,10 +101,8 @@ def peak_rss_mb(images: Path, max_images: int, batch_size: int, workers: int, ou
 
 def catalog_bytes(path: Path) -> tuple[int, int, int]:
     """(file bytes, thumbnail bytes, units) of a catalog."""
-    with duckdb.connect(str(path), read_only=True) as con:
-        thumbs = con.execute("SELECT coalesce(sum(octet_length(thumbnail)), 0) FROM images").fetchone()[0]
-        units = con.execute("SELECT count(*) FROM units").fetchone()[0]
-    return path.stat().st_size, int(thumbs), int(units)
+    with Catalog(path) as catalog:
+        return path.stat().st_size, catalog.thumbnail_bytes(), catalog.unit_count()
 
 
 def marginal_bytes_per_unit(images: Path, out: Path, extra_runs: int = 3, max_images: int = 100) -> float:
@@ -123,8 +123,8 @@ def marginal_bytes_per_unit(images: Path, out: Path, extra_runs: int = 3, max_im
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
+    parser.add_argument("--workers", type=int, default=WORKERS)
     parser.add_argument("--repeats", type=int, default=2, help="alternating timed runs of each")
     parser.add_argument("--speed-only", action="store_true", help="skip the catalog-size and memory figures")
     args = parser.parse_args()
@@ -146,7 +146,8 @@ def main() -> None:
         for backend in BACKENDS:
             print(f"{backend:12s} bare forward pass: {_runs(bare[backend])}")
             print(f"{backend:12s} full dissect job:  {_runs(job[backend])}")
-            print(f"{backend:12s} ratio job / bare:  {best[backend][1] / best[backend][0]:.3f} (best of each; goal <= 1.15)")
+            ratio = best[backend][1] / best[backend][0]
+            print(f"{backend:12s} ratio job / bare:  {ratio:.3f} (best of each; goal <= 1.15)")
         print(f"decoding alone (loader with thumbnails, no model): {_runs(decode)}")
         print(f"ratio onnxruntime job / torch job: {best['onnxruntime'][1] / best['torch'][1]:.3f} (goal <= 0.5)")
         if args.speed_only:

@@ -1,7 +1,6 @@
 """The browser's CSV export: one row per chosen unit, with what it takes to find its pictures again.
 
-Exemplar paths are written as full paths (the run's probe root joined with the stored relative
-path), in rank order and separated by ``;``, so a spreadsheet or a script can open them directly.
+Exemplar paths are written as full paths (each run's own resolved path of the file), in rank order and separated by ``;``, so a spreadsheet or a script can open them directly.
 """
 
 from __future__ import annotations
@@ -28,8 +27,8 @@ def export_frame(catalog: Catalog, unit_ids: Sequence[int], describer: str | Non
         SELECT u.run_id, r.model, u.layer, u.unit, u.layer || ':' || u.unit AS key, d.describer,
                d.description, d.score, d.log_p_given_e, d.log_p, d.confidence, d.evidence_type,
                u.threshold, u.act_mean, u.act_max,
-               (SELECT string_agg(rtrim(r.probe_root, '/') || '/' || i.path, ';' ORDER BY e.rank)
-                  FROM exemplars e JOIN images i USING (image_id) WHERE e.unit_id = u.unit_id) AS exemplar_paths
+               (SELECT string_agg(p.path, ';' ORDER BY e.rank) FROM exemplars e JOIN run_images p
+                  ON p.run_id = u.run_id AND p.image_id = e.image_id WHERE e.unit_id = u.unit_id) AS exemplar_paths
         FROM units u
         JOIN runs r USING (run_id)
         JOIN layers l ON l.run_id = u.run_id AND l.layer = u.layer

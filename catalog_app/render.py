@@ -31,15 +31,29 @@ def outline(region: np.ndarray) -> np.ndarray:
     return region & ~interior
 
 
-def highlight(thumbnail: bytes, amap: np.ndarray, threshold: float, size: int | None = None) -> Image.Image:
-    """The thumbnail (at ``size``, default its own) with the outside dimmed and the region outlined."""
+def thumbnail_at(thumbnail: bytes, size: int | None = None) -> Image.Image:
+    """A stored JPEG thumbnail decoded to RGB, bicubically resized to ``size`` (default: its own)."""
     picture = Image.open(io.BytesIO(thumbnail)).convert("RGB")
     if size is not None and size != picture.width:
         picture = picture.resize((size, size), Image.Resampling.BICUBIC)
-    pixels = np.asarray(picture)
+    return picture
+
+
+def highlight(
+    thumbnail: bytes,
+    amap: np.ndarray,
+    threshold: float,
+    size: int | None = None,
+    dim: float = DIM,
+    outlined: bool = True,
+) -> Image.Image:
+    """The thumbnail (at ``size``, default its own) with the outside kept at ``dim`` of its brightness
+    and, if ``outlined``, the region's rim drawn (blind annotation sheets want no outline)."""
+    pixels = np.asarray(thumbnail_at(thumbnail, size))
     region = mask(amap, threshold, pixels.shape[0])
-    shown = np.where(region[..., None], pixels, (pixels * DIM).astype(np.uint8))
-    shown[outline(region)] = OUTLINE
+    shown = np.where(region[..., None], pixels, (pixels * dim).astype(np.uint8))
+    if outlined:
+        shown[outline(region)] = OUTLINE
     return Image.fromarray(shown)
 
 
@@ -56,14 +70,27 @@ def strip(pictures: list[Image.Image], gap: int = GAP) -> Image.Image:
     return canvas
 
 
+def grid(pictures: list[Image.Image], columns: int, rows: int, gap: int = GAP) -> Image.Image:
+    """Same-sized pictures in ``rows`` x ``columns`` cells on white, row by row; cells without a
+    picture stay white, so every grid of one tile size has one size."""
+    if not pictures:
+        return Image.new("RGB", (1, 1), "white")
+    width, height = pictures[0].size
+    canvas = Image.new("RGB", (columns * width + (columns - 1) * gap, rows * height + (rows - 1) * gap), "white")
+    for index, picture in enumerate(pictures[: columns * rows]):
+        row, column = divmod(index, columns)
+        canvas.paste(picture, (column * (width + gap), row * (height + gap)))
+    return canvas
+
+
 def exemplar_rows(catalog: Catalog, unit_ids: Sequence[int], k: int | None = None) -> pd.DataFrame:
     """The first ``k`` exemplars (all with None) of several units in one query: stored map, threshold,
     path and thumbnail, in unit then rank order (one query for a page of cards, not one per card)."""
     return catalog.query(
         "SELECT e.unit_id, e.rank, e.activation, e.amap_min, e.amap_max, e.amap, u.threshold, "
-        "l.map_height, l.map_width, i.path, i.thumbnail FROM exemplars e "
+        "l.map_height, l.map_width, p.path, i.thumbnail FROM exemplars e "
         "JOIN units u ON u.unit_id = e.unit_id JOIN layers l ON l.run_id = u.run_id AND l.layer = u.layer "
-        "JOIN images i ON i.image_id = e.image_id "
+        "JOIN images i ON i.image_id = e.image_id JOIN run_images p ON p.run_id = u.run_id AND p.image_id = e.image_id "
         "WHERE e.unit_id IN (SELECT unnest(?::BIGINT[])) AND (? IS NULL OR e.rank < ?) ORDER BY e.unit_id, e.rank",
         [[int(i) for i in unit_ids], k, k],
     )

@@ -14,14 +14,16 @@ PyTorch and a disagreement past ``PARITY_TOLERANCE`` stops the job. A model that
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import os
 import sys
 import tempfile
 import warnings
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Iterator, Protocol, Sequence
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -59,6 +61,12 @@ def resolve_device(spec: str = "auto") -> torch.device:
     if device.type == "mps" and not has_mps:
         raise UserError(f"--device {spec}: Apple's MPS is not available here; use --device cpu (or auto)")
     return device
+
+
+def add_device_argument(parser: argparse.ArgumentParser) -> None:
+    """``--device``, shared by every command that runs a model."""
+    parser.add_argument("--device", default="auto",
+                        help="auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N or mps; does not change the run id")
 
 
 def statistics_device(device: torch.device) -> torch.device:

@@ -41,7 +41,7 @@ class TopK:
     maps: torch.Tensor  # (C, k, H*W) float32
 
     @classmethod
-    def empty(cls, units: int, k: int, map_size: int, device: torch.device | None = None) -> "TopK":
+    def empty(cls, units: int, k: int, map_size: int, device: torch.device | None = None) -> TopK:
         return cls(
             values=torch.full((units, k), float("-inf"), device=device),
             images=torch.full((units, k), -1, dtype=torch.long, device=device),
@@ -54,7 +54,7 @@ class TopK:
 
     def _select(
         self, values: torch.Tensor, images: torch.Tensor, kept: torch.Tensor, incoming: torch.Tensor
-    ) -> "TopK":
+    ) -> TopK:
         """Keep the k best candidates: highest value first, lower image index on ties.
 
         ``values``/``images`` list the kept entries, then the incoming ones; their maps stay in two
@@ -73,7 +73,7 @@ class TopK:
             maps=torch.where(order < width, from_kept, from_incoming),
         )
 
-    def update(self, maps: torch.Tensor, image_indices: torch.Tensor) -> "TopK":
+    def update(self, maps: torch.Tensor, image_indices: torch.Tensor) -> TopK:
         """Fold in a batch of (N, C, H, W) activations of the images ``image_indices`` (N,)."""
         batch, units = maps.shape[:2]
         flat = maps.reshape(batch, units, -1).transpose(0, 1)  # (C, N, HW), a view
@@ -84,7 +84,7 @@ class TopK:
             flat,
         )
 
-    def merge(self, other: "TopK") -> "TopK":
+    def merge(self, other: TopK) -> TopK:
         return self._select(
             torch.cat([self.values, other.values], dim=1),
             torch.cat([self.images, other.images], dim=1),
@@ -122,7 +122,7 @@ class Histogram:
     hi: torch.Tensor  # (C,) float32, -inf when empty
 
     @classmethod
-    def empty(cls, units: int, bins: int = HISTOGRAM_BINS, device: torch.device | None = None) -> "Histogram":
+    def empty(cls, units: int, bins: int = HISTOGRAM_BINS, device: torch.device | None = None) -> Histogram:
         return cls(
             counts=torch.zeros(units, bins, dtype=torch.long, device=device),
             exponent=torch.full((units,), _MIN_EXPONENT, dtype=torch.long, device=device),
@@ -145,7 +145,7 @@ class Histogram:
         local = local.clamp(0, self.bins - 1)  # only empty bins can fall outside
         return torch.zeros_like(self.counts).scatter_add_(1, local, self.counts)
 
-    def merge(self, other: "Histogram") -> "Histogram":
+    def merge(self, other: Histogram) -> Histogram:
         lo, hi = torch.minimum(self.lo, other.lo), torch.maximum(self.hi, other.hi)
         filled = torch.isfinite(lo)
         exponent = torch.where(filled, _finest_exponent(lo.where(filled, 0), hi.where(filled, 0), self.bins), _MIN_EXPONENT)
@@ -159,7 +159,7 @@ class Histogram:
         )
 
     @classmethod
-    def of_values(cls, values: torch.Tensor, bins: int = HISTOGRAM_BINS) -> "Histogram":
+    def of_values(cls, values: torch.Tensor, bins: int = HISTOGRAM_BINS) -> Histogram:
         """The histogram of (C, M) values, at the finest lattice that fits each unit's range.
 
         Each unit's range is its own min and max, so every index lands inside its row without
@@ -174,7 +174,7 @@ class Histogram:
         counts = torch.bincount(index.reshape(-1), minlength=units * bins).view(units, bins)
         return cls(counts, exponent, offset, lo, hi)
 
-    def update(self, values: torch.Tensor) -> "Histogram":
+    def update(self, values: torch.Tensor) -> Histogram:
         return self.merge(Histogram.of_values(values, self.bins))
 
     def _edges(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -196,7 +196,8 @@ class Histogram:
     def coarse(self, bins: int) -> torch.Tensor:
         """Counts over ``bins`` equal bins from lo to hi, for plots (bin centres are assigned)."""
         start, width = self._edges()
-        centres = start[:, None] + width[:, None] * (torch.arange(self.bins, device=start.device).double()[None, :] + 0.5)
+        lattice = torch.arange(self.bins, device=start.device).double()
+        centres = start[:, None] + width[:, None] * (lattice[None, :] + 0.5)
         span = (self.hi - self.lo).double().clamp_min(1e-12)[:, None]
         index = ((centres - self.lo.double()[:, None]) / span * bins).long().clamp(0, bins - 1)
         counts = torch.zeros(self.counts.shape[0], bins, dtype=torch.long, device=self.counts.device)
@@ -212,11 +213,11 @@ class Moments:
     squares: torch.Tensor
 
     @classmethod
-    def empty(cls, units: int, device: torch.device | None = None) -> "Moments":
+    def empty(cls, units: int, device: torch.device | None = None) -> Moments:
         zeros = torch.zeros(units, dtype=torch.float64, device=device)
         return cls(zeros.clone(), zeros.clone(), zeros.clone())
 
-    def update(self, values: torch.Tensor) -> "Moments":
+    def update(self, values: torch.Tensor) -> Moments:
         # Per-batch sums in float32 (a batch is small), accumulated across batches in float64.
         return Moments(
             self.count + values.shape[1],
@@ -224,7 +225,7 @@ class Moments:
             self.squares + values.square().sum(1).double(),
         )
 
-    def merge(self, other: "Moments") -> "Moments":
+    def merge(self, other: Moments) -> Moments:
         return Moments(self.count + other.count, self.total + other.total, self.squares + other.squares)
 
     def mean(self) -> torch.Tensor:
@@ -246,7 +247,7 @@ class LayerStatistics:
 
     @classmethod
     def empty(cls, units: int, k: int, map_height: int, map_width: int, bins: int = HISTOGRAM_BINS,
-              device: torch.device | None = None) -> "LayerStatistics":
+              device: torch.device | None = None) -> LayerStatistics:
         """No images seen yet; the state lives on ``device`` (where the layer's maps are made)."""
         return cls(
             TopK.empty(units, k, map_height * map_width, device),
@@ -263,7 +264,7 @@ class LayerStatistics:
         self.histogram = self.histogram.update(values)
         self.moments = self.moments.update(values)
 
-    def merge(self, other: "LayerStatistics") -> "LayerStatistics":
+    def merge(self, other: LayerStatistics) -> LayerStatistics:
         return LayerStatistics(
             self.topk.merge(other.topk),
             self.histogram.merge(other.histogram),
@@ -272,7 +273,7 @@ class LayerStatistics:
             self.map_width,
         )
 
-    def to(self, device: torch.device | str) -> "LayerStatistics":
+    def to(self, device: torch.device | str) -> LayerStatistics:
         """The same state on another device (the catalog is written from the CPU)."""
         return LayerStatistics.from_state(self.state(), device)
 
@@ -287,7 +288,7 @@ class LayerStatistics:
         }
 
     @classmethod
-    def from_state(cls, state: dict[str, object], device: torch.device | str | None = None) -> "LayerStatistics":
+    def from_state(cls, state: dict[str, object], device: torch.device | str | None = None) -> LayerStatistics:
         def on(part: str) -> dict[str, torch.Tensor]:
             return {name: tensor.to(device) for name, tensor in state[part].items()}  # type: ignore[attr-defined]
 

