@@ -92,27 +92,28 @@ def _photo(folder: Path, index: int):
     return Image.open(sorted(folder.iterdir())[index]).convert("RGB")
 
 
-class Histogrammed(nn.Module):
-    """A model with an operator ONNX does not have (``histc``) after its convolution."""
+class OneConvolution(nn.Module):
+    """A convolution (the layer dissected), then a ``head`` that makes the output."""
 
     def __init__(self) -> None:
         super().__init__()
         self.conv = nn.Conv2d(3, 4, 3, stride=8)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        maps = self.conv(pixels)
+        return self.head(self.conv(pixels), pixels)
+
+
+class Histogrammed(OneConvolution):
+    """An operator ONNX does not have (``histc``) after the convolution."""
+
+    def head(self, maps: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
         return torch.stack([torch.histc(m, bins=5) for m in maps])
 
 
-class BranchesOnItsInput(nn.Module):
-    """A model whose forward depends on its input's values: a traced graph keeps one branch only."""
+class BranchesOnItsInput(OneConvolution):
+    """An output that depends on the input's values: a traced graph keeps one branch only."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(3, 4, 3, stride=8)
-
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        maps = self.conv(pixels)
+    def head(self, maps: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
         return maps if bool(pixels.abs().sum() == 0) else maps * 3 + 1
 
 
