@@ -18,8 +18,9 @@ How the app is put together (``streamlit run catalog_app/app.py``):
   and keeps its state in widgets bound to the URL (``key="q", bind="query-params"``), so every
   view is a link someone can share. Link to a unit with ``unit_link(run_id, key)``.
 * ``open_catalog()`` draws the sidebar's catalog field (call it once per page run) and takes the
-  path from it, else ``MILAN_CATALOG``, else ``data/catalog.duckdb``; opens it read-only; and when it is missing, empty, or from a newer
-  schema, says so in one sentence with the command to make one and returns None (never a traceback).
+  path from it, else ``MILAN_CATALOG``, else ``data/catalog.duckdb``; opens it read-only; and when it
+  is missing, empty, or from a newer schema, says so in one sentence with the command to make one and
+  returns None (never a traceback).
 * Cache with ``st.cache_data`` on ``catalog_key(catalog)`` (path and modification time), passing the
   open catalog itself as an argument whose name starts with ``_`` (not hashed).
 """
@@ -117,4 +118,5 @@ UNIT_PAGE = "pages/unit.py"
 
 def unit_link(run_id: str, key: str, label: str | None = None) -> None:
     """A link to a unit's page (``/unit?run=...&unit=layer:unit``)."""
-    st.page_link(UNIT_PAGE, label=label or key, query_params={"run": run_id, "unit": key}, icon=":material/open_in_new:")
+    st.page_link(UNIT_PAGE, label=label or key, query_params={"run": run_id, "unit": key},
+                 icon=":material/open_in_new:")

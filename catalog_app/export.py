@@ -1,11 +1,12 @@
 """The browser's CSV export: one row per chosen unit, with what it takes to find its pictures again.
 
-Exemplar paths are written as full paths (each run's own resolved path of the file), in rank order and separated by ``;``, so a spreadsheet or a script can open them directly.
+Exemplar paths are written as full paths (each run's own resolved path of the file), in rank order
+and separated by ``;``, so a spreadsheet or a script can open them directly.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import pandas as pd
 

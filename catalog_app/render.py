@@ -8,8 +8,8 @@ sees is what was described. No Streamlit here, so the drawing tests and caches s
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -96,7 +96,9 @@ def exemplar_rows(catalog: Catalog, unit_ids: Sequence[int], k: int | None = Non
     )
 
 
-def draw_exemplars(rows: pd.DataFrame, threshold: float | None = None, size: int | None = None) -> list[tuple[Image.Image, str]]:
+def draw_exemplars(
+    rows: pd.DataFrame, threshold: float | None = None, size: int | None = None
+) -> list[tuple[Image.Image, str]]:
     """One unit's exemplar rows drawn with their regions at ``threshold`` (default: the unit's), with captions."""
     drawn = []
     for row in rows.itertuples():

@@ -148,7 +148,8 @@ class Histogram:
     def merge(self, other: Histogram) -> Histogram:
         lo, hi = torch.minimum(self.lo, other.lo), torch.maximum(self.hi, other.hi)
         filled = torch.isfinite(lo)
-        exponent = torch.where(filled, _finest_exponent(lo.where(filled, 0), hi.where(filled, 0), self.bins), _MIN_EXPONENT)
+        finest = _finest_exponent(lo.where(filled, 0), hi.where(filled, 0), self.bins)
+        exponent = torch.where(filled, finest, _MIN_EXPONENT)
         offset = torch.where(filled, _bin_index(lo.where(filled, 0), exponent), 0)
         return Histogram(
             counts=self._rebinned(exponent, offset) + other._rebinned(exponent, offset),

@@ -12,8 +12,8 @@ import streamlit as st
 from catalog_app.common import CatalogKey, catalog_key, open_catalog, unit_link
 from milan_core.applications.audit import layer_counts, matching_units
 from milan_core.catalog import Catalog
-from milan_core.errors import UserError
 from milan_core.catalog.search import DEFAULT_MIN_SIMILARITY
+from milan_core.errors import UserError
 
 MAX_LISTED = 200
 

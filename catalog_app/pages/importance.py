@@ -34,7 +34,8 @@ def curves_figure(summary) -> go.Figure:
             name="random ± sd", hoverinfo="skip",
         ))
         for edge in ("min", "max"):
-            figure.add_trace(go.Scatter(x=band.fraction, y=band[edge], line={"color": "grey", "dash": "dot", "width": 1},
+            figure.add_trace(go.Scatter(x=band.fraction, y=band[edge],
+                                        line={"color": "grey", "dash": "dot", "width": 1},
                                         name=f"random {edge}", showlegend=False))
         figure.add_trace(go.Scatter(x=band.fraction, y=band.accuracy, line={"color": "grey"}, name="random (mean)"))
     for name, curve in summary[summary.curve != RANDOM].groupby("curve"):

@@ -15,8 +15,8 @@ import streamlit as st
 from catalog_app.common import catalog_key, open_catalog, unit_link
 from catalog_app.views import exemplar_pictures
 from milan_core.catalog import Catalog
-from milan_core.errors import UserError
 from milan_core.catalog.search import default_describer, nearest_units
+from milan_core.errors import UserError
 
 LARGE = 224
 PER_ROW = 5
@@ -27,7 +27,8 @@ def histogram(unit: Any, threshold: float) -> go.Figure:
     counts = np.asarray(unit.hist, dtype=float)
     edges = np.linspace(unit.act_min, unit.act_max, len(counts) + 1)
     figure = go.Figure(go.Bar(x=(edges[:-1] + edges[1:]) / 2, y=counts, width=np.diff(edges), marker_color="#5b7fa6"))
-    figure.add_vline(x=unit.threshold, line_dash="dot", annotation_text=f"stored threshold ({unit.quantile:.3g} quantile)")
+    figure.add_vline(x=unit.threshold, line_dash="dot",
+                     annotation_text=f"stored threshold ({unit.quantile:.3g} quantile)")
     if threshold != unit.threshold:
         figure.add_vline(x=threshold, line_color="#c77d00", annotation_text="shown", annotation_position="bottom right")
     figure.update_layout(

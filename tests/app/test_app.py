@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 from streamlit.testing.v1 import AppTest
-
 from test_search import HOSTILE_QUERIES
 
 APP = str(Path(__file__).resolve().parents[2] / "catalog_app" / "app.py")

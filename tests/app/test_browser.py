@@ -12,8 +12,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pandas as pd
 import pytest
@@ -81,7 +81,7 @@ def app_url(described_catalog: Path, tmp_path_factory: pytest.TempPathFactory) -
 
 
 @pytest.fixture(scope="module")
-def page(app_url: str) -> Iterator["sync_api.Page"]:
+def page(app_url: str) -> Iterator[sync_api.Page]:
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"])
         try:
@@ -99,13 +99,13 @@ DECODED_PICTURES = (
 )
 
 
-def wait_for_pictures(page: "sync_api.Page", count: int) -> None:
+def wait_for_pictures(page: sync_api.Page, count: int) -> None:
     """Wait until exactly ``count`` pictures are decoded (the previous view's are gone)."""
     page.wait_for_function(f"() => {DECODED_PICTURES} == {count}")
 
 
 def test_typing_a_query_shows_cards_with_pictures_and_exports_them(
-    page: "sync_api.Page", app_url: str, tmp_path: Path
+    page: sync_api.Page, app_url: str, tmp_path: Path
 ) -> None:
     page.goto(app_url)
     box = page.get_by_label("Search descriptions")
@@ -129,7 +129,7 @@ def test_typing_a_query_shows_cards_with_pictures_and_exports_them(
     assert list(frame.key) == ["blocks.6:17"] and list(frame.description) == ["human faces"]
 
 
-def test_a_shared_unit_link_opens_the_unit_page(page: "sync_api.Page", app_url: str, small_catalog_run: str) -> None:
+def test_a_shared_unit_link_opens_the_unit_page(page: sync_api.Page, app_url: str, small_catalog_run: str) -> None:
     page.goto(f"{app_url}/unit?run={small_catalog_run}&unit=blocks.6:17")
     page.get_by_text("“human faces”").wait_for()
     page.get_by_text("Units with the nearest descriptions").wait_for()
@@ -140,7 +140,7 @@ def test_a_shared_unit_link_opens_the_unit_page(page: "sync_api.Page", app_url: 
     page.screenshot(path=str(ARTIFACTS / "unit_page.png"), full_page=True)
 
 
-def test_the_overview_draws_its_charts(page: "sync_api.Page", app_url: str) -> None:
+def test_the_overview_draws_its_charts(page: sync_api.Page, app_url: str) -> None:
     page.goto(f"{app_url}/overview")
     page.get_by_text("Most used descriptions per layer").wait_for()
     page.locator(".js-plotly-plot .bars").first.wait_for()
@@ -148,7 +148,7 @@ def test_the_overview_draws_its_charts(page: "sync_api.Page", app_url: str) -> N
     page.screenshot(path=str(ARTIFACTS / "overview_page.png"), full_page=True)
 
 
-def test_the_sidebar_field_opens_another_catalog(page: "sync_api.Page", app_url: str, small_catalog: Path) -> None:
+def test_the_sidebar_field_opens_another_catalog(page: sync_api.Page, app_url: str, small_catalog: Path) -> None:
     page.goto(f"{app_url}/?q=face")
     page.get_by_text("3 matching units").wait_for()
     field = page.get_by_role("textbox", name="Catalog file")
