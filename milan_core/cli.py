@@ -18,6 +18,7 @@ from milan_core.applications import command as application_commands
 from milan_core.catalog import RunWrite
 from milan_core.describe import command as describe_commands
 from milan_core.errors import UserError
+from milan_core.runtime import add_device_argument
 
 
 def _human_bytes(size: float) -> str:
@@ -35,7 +36,7 @@ def cmd_dissect(args: argparse.Namespace) -> int:
         model=args.model, weights=args.weights, images=args.images,
         layers=tuple(name.strip() for name in args.layers.split(",") if name.strip()),
         k=args.k, quantile=args.quantile, batch_size=args.batch_size, workers=args.workers,
-        max_images=args.max_images, run_id=args.run_id,
+        max_images=args.max_images, run_id=args.run_id, precision=args.precision,
     )
     if args.checkpoint_every < 0:
         raise UserError("--checkpoint-every must be 0 (after every batch) or more seconds")
@@ -43,7 +44,7 @@ def cmd_dissect(args: argparse.Namespace) -> int:
         from PIL import Image
 
         Image.MAX_IMAGE_PIXELS = args.max_image_pixels  # decoding workers are forked after this line
-    summary = dissect(dissection, args.out, args.checkpoint_every)
+    summary = dissect(dissection, args.out, args.checkpoint_every, backend=args.backend, device=args.device)
     print(f"run {summary.run_id}: read {summary.n_images} images in {summary.seconds:.1f} s, "
           f"skipped {len(summary.skipped)}")
     if summary.skipped:
@@ -126,6 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
                          help="save the job's state this often, so a rerun after an interruption resumes")
     dissect.add_argument("--max-image-pixels", type=int, default=None, metavar="N",
                          help="read images up to N pixels (Pillow refuses over 2 x 89,478,485 as a decompression bomb)")
+    dissect.add_argument("--backend", default="auto", choices=("auto", "torch", "onnxruntime"),
+                         help="what runs the model: auto = ONNX Runtime on a CPU when the model exports, else torch")
+    add_device_argument(dissect)
+    dissect.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
+                         help="of the model's forward pass (not fp32: torch autocast; a separate run id)")
     dissect.add_argument("--describe", action="store_true", help="also describe every unit")
     dissect.add_argument("--describer", default=None, help="describer for --describe")
     dissect.set_defaults(func=cmd_dissect)

