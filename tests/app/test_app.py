@@ -89,7 +89,7 @@ def test_the_overview_page_shows_the_runs_vocabulary(
 ) -> None:
     app = run_app(monkeypatch, described_catalog, "pages/overview.py")
     assert not app.exception
-    assert [m.value for m in app.metric] == ["24", "1360", "26%"]
+    assert [m.value for m in app.metric] == ["36", "1360", "26%"]  # the probe set's 36 photos
     assert app.caption[0].value.startswith("efficientnet-lite0 · layers blocks.2, blocks.6, classifier")
     assert len(app.get("plotly_chart")) == 1 + 2  # evidence per layer, then one tab per described layer
 
