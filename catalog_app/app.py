@@ -22,6 +22,7 @@ BUILT_IN = (
     ("search.py", "Search", ":material/search:"),
     ("unit.py", "Unit", ":material/grid_view:"),
     ("overview.py", "Overview", ":material/bar_chart:"),
+    ("image.py", "Image", ":material/image_search:"),
 )
 
 

@@ -11,16 +11,11 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from catalog_app.common import open_catalog
+from catalog_app.text import markdown_text
 from milan_core.applications.importance import RANDOM, stored_ablations, stored_checks, stored_curves, summarise_curves
-from milan_core.catalog import Catalog
+from milan_core.catalog.browse import has_ablations
 
 HOW = "python -m milan_core ablate --catalog CATALOG --images ../shared/data/imagenet-samples"
-
-
-def has_ablations(catalog: Catalog) -> bool:
-    """Catalogs written before the applications existed have no ablation tables."""
-    tables = catalog.query("SELECT count(*) AS n FROM information_schema.tables WHERE table_name = 'ablations'")
-    return bool(tables.n.iloc[0]) and not catalog.query("SELECT 1 FROM ablations LIMIT 1").empty
 
 
 def curves_figure(summary) -> go.Figure:
@@ -59,10 +54,10 @@ def main() -> None:
     }
     chosen = st.selectbox("Study", list(labels), format_func=labels.get, key="study", bind="query-params")
     study = studies[studies.ablation_id == chosen].iloc[0]
-    st.caption(
+    st.caption(markdown_text(
         f"{study.n_units} units of {', '.join(study.layers)}, descriptions by {study.describer}; "
         f"{study.n_images} labelled images; stored {study.created_at:%Y-%m-%d %H:%M}"
-    )
+    ))
     summary = summarise_curves(stored_curves(catalog, chosen))
     st.plotly_chart(curves_figure(summary), width="stretch")
     checks = stored_checks(catalog, chosen)

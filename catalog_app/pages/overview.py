@@ -8,41 +8,13 @@ import plotly.express as px
 import streamlit as st
 
 from catalog_app.common import open_catalog
-from milan_core.catalog import Catalog
+from catalog_app.text import markdown_text, plotly_text
+from milan_core.catalog.browse import evidence_by_layer, top_concepts
 from milan_core.catalog.search import default_describer
 
 TOP_CONCEPTS = 10
+SEARCH_PAGE = "pages/search.py"
 EVIDENCE_ORDER = ["object", "scene", "colour", "texture", "position", "shape", "none", "not described"]
-
-
-def evidence_by_layer(catalog: Catalog, run_id: str, describer: str | None):
-    """Units per layer and evidence type (``not described`` for units without a description)."""
-    return catalog.query(
-        """
-        SELECT u.layer, any_value(l.layer_index) AS layer_index,
-               coalesce(d.evidence_type, 'not described') AS evidence_type, count(*) AS units
-        FROM units u JOIN layers l ON l.run_id = u.run_id AND l.layer = u.layer
-        LEFT JOIN descriptions d ON d.unit_id = u.unit_id AND d.describer = ?
-        WHERE u.run_id = ? GROUP BY ALL ORDER BY layer_index
-        """,
-        [describer, run_id],
-    )
-
-
-def top_concepts(catalog: Catalog, run_id: str, describer: str | None):
-    """Each layer's most used descriptions (units with no clear evidence left out)."""
-    return catalog.query(
-        """
-        SELECT u.layer, any_value(l.layer_index) AS layer_index, d.description, count(*) AS units
-        FROM units u JOIN layers l ON l.run_id = u.run_id AND l.layer = u.layer
-        JOIN descriptions d ON d.unit_id = u.unit_id AND d.describer = ?
-        WHERE u.run_id = ? AND d.evidence_type <> 'none'
-        GROUP BY u.layer, d.description
-        QUALIFY row_number() OVER (PARTITION BY u.layer ORDER BY count(*) DESC, d.description) <= ?
-        ORDER BY layer_index, units DESC
-        """,
-        [describer, run_id, TOP_CONCEPTS],
-    )
 
 
 def main() -> None:
@@ -55,7 +27,7 @@ def main() -> None:
     run = catalog.run(run_id)
     describer = default_describer(catalog)
     evidence = evidence_by_layer(catalog, run_id, describer)
-    st.caption(f"{run.model} · layers {', '.join(run.layers)} · described by {describer or 'nobody yet'}")
+    st.caption(markdown_text(f"{run.model} · layers {', '.join(run.layers)} · described by {describer or 'nobody yet'}"))
     cells = st.columns(3)
     cells[0].metric("Probe images", run.n_images)
     cells[1].metric("Units", int(evidence.units.sum()))
@@ -68,15 +40,37 @@ def main() -> None:
     )
     figure.update_layout(barnorm="percent", yaxis_title="% of units", height=360)
     st.plotly_chart(figure, width="stretch")
-    concepts = top_concepts(catalog, run_id, describer)
+    concepts = top_concepts(catalog, run_id, describer, TOP_CONCEPTS)
     if concepts.empty:
-        st.info(f"No descriptions yet; add them with: python -m milan_core describe --catalog {catalog.path}")
+        st.info("No descriptions yet; add them with: python -m milan_core describe --catalog " + markdown_text(catalog.path))
         return
     st.subheader("Most used descriptions per layer")
-    for tab, (layer, rows) in zip(st.tabs(list(dict.fromkeys(concepts.layer))), concepts.groupby("layer", sort=False)):
-        chart = px.bar(rows, x="units", y="description", orientation="h", height=40 + 28 * len(rows))
-        chart.update_layout(yaxis={"categoryorder": "total ascending"}, margin=dict(l=10, r=10, t=10, b=10))
-        tab.plotly_chart(chart, width="stretch", key=f"concepts_{layer}")
+    st.caption("Click a bar, or a description below it, to search for the units it describes in that layer.")
+    layers = list(dict.fromkeys(concepts.layer))
+    for tab, (layer, rows) in zip(st.tabs([markdown_text(name) for name in layers]), concepts.groupby("layer", sort=False)):
+        with tab:
+            concept_chart(run_id, layer, rows)
+
+
+def concept_chart(run_id: str, layer: str, rows) -> None:
+    """A layer's most used descriptions as bars; a bar (or its link) opens the matching search."""
+    shown = rows.assign(label=rows.description.map(plotly_text))
+    chart = px.bar(shown, x="units", y="label", orientation="h", height=40 + 28 * len(rows),
+                   custom_data=["description"], labels={"label": "description"})
+    chart.update_layout(yaxis={"categoryorder": "total ascending"}, margin=dict(l=10, r=10, t=10, b=10))
+    event = st.plotly_chart(chart, width="stretch", key=f"concepts_{layer}", on_select="rerun",
+                            selection_mode="points")
+    points = event.selection.points if event else []
+    if points:
+        st.switch_page(SEARCH_PAGE, query_params=search_params(run_id, layer, points[0]["customdata"][0]))
+    for description in rows.description:
+        st.page_link(SEARCH_PAGE, label=markdown_text(description), query_params=search_params(run_id, layer, description),
+                     icon=":material/search:")
+
+
+def search_params(run_id: str, layer: str, description: str) -> dict[str, str]:
+    """The search page's URL parameters for one description in one layer of one run."""
+    return {"q": description, "runs": run_id, "layer": layer}
 
 
 main()
