@@ -34,7 +34,7 @@ class ProbeResult:
     """The photo as the model saw it (a JPEG thumbnail) and every unit's peak and map on it."""
 
     thumbnail: bytes
-    units: pd.DataFrame  # run's units + peak, strength, map (H, W float32)
+    units: pd.DataFrame  # the run's units + peak, strength, amap (H, W float32)
 
 
 def read_upload(data: bytes) -> Image.Image:
@@ -84,7 +84,7 @@ def probe(model: LoadedModel, picture: Image.Image, units: pd.DataFrame) -> Prob
     for layer, rows in units.groupby("layer", sort=False):
         channels = maps[layer][torch.as_tensor(rows.unit.to_numpy())]
         peaks = channels.flatten(1).amax(1).numpy()
-        frames.append(rows.assign(peak=peaks, map=list(channels.numpy())))
+        frames.append(rows.assign(peak=peaks, amap=list(channels.numpy())))
     found = pd.concat(frames, ignore_index=True)
     found["strength"] = found.peak / found.act_max.where(found.act_max > 0, np.nan)
     return ProbeResult(encode_thumbnail(view, PROBE_THUMBNAIL), found)

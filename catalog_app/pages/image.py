@@ -113,7 +113,7 @@ def live_probe(catalog: Catalog, run_id: str, image_id: int | None) -> None:
                f"{time.perf_counter() - started:.2f} s")
 
     def draw(row):
-        return highlight(result.thumbnail, row.map, row.threshold, SHOWN), f"strength {row.strength:.2f} · peak {row.peak:.2f}"
+        return highlight(result.thumbnail, row.amap, row.threshold, SHOWN), f"strength {row.strength:.2f} · peak {row.peak:.2f}"
 
     tiles(described, draw)
 

@@ -11,6 +11,8 @@ from streamlit.testing.v1 import AppTest
 
 from catalog_app.common import CATALOG_DIRS_ENV
 from catalog_app.text import markdown_text
+from milan_core.catalog import Catalog
+from milan_core.catalog.notes import Notes
 from test_search import HOSTILE_QUERIES
 
 APP = str(Path(__file__).resolve().parents[2] / "catalog_app" / "app.py")
@@ -197,3 +199,55 @@ def test_malformed_unit_links_get_a_sentence(
     assert not app.exception
     assert [info.value.startswith(markdown_text("no unit")) for info in app.info] == [True]
     assert file_hash(described_catalog) == before
+
+
+@pytest.fixture()
+def own_catalog(described_catalog: Path, tmp_path: Path) -> Path:
+    """A private copy of the described catalog, for tests that write notes beside it."""
+    copy = tmp_path / "catalog.duckdb"
+    copy.write_bytes(described_catalog.read_bytes())
+    return copy
+
+
+def test_votes_and_labels_on_the_unit_page_go_to_the_notes_file_not_the_catalog(
+    monkeypatch: pytest.MonkeyPatch, own_catalog: Path, small_catalog_run: str, file_hash: Callable[[Path], str]
+) -> None:
+    before = file_hash(own_catalog)
+    app = run_app(monkeypatch, own_catalog, "pages/unit.py", run=small_catalog_run, unit="blocks.6:17")
+    app.button(key="vote_1").click().run()
+    assert not app.exception
+    assert any("agree 1 · disagree 0 · you agree" in c.value for c in app.main.caption)
+    app.main.text_input[-1].input("helmet")
+    app.main.button[-1].click().run()  # the form's "Save label"
+    assert not app.exception
+    notes = Notes(own_catalog)
+    assert notes.vote_counts().agree.tolist() == [1]
+    assert notes.labels(small_catalog_run, "blocks.6:17").label.tolist() == ["helmet"]
+    assert any("Labels: helmet" in c.value for c in app.main.caption)
+    assert file_hash(own_catalog) == before  # the catalog is only read
+
+
+def test_the_unit_page_links_its_neighbours_and_its_images(
+    monkeypatch: pytest.MonkeyPatch, described_catalog: Path, small_catalog_run: str
+) -> None:
+    app = run_app(monkeypatch, described_catalog, "pages/unit.py", run=small_catalog_run, unit="blocks.6:17")
+    links = [link.proto for link in app.main.get("page_link")]
+    labels = [link.label for link in links]
+    assert markdown_text("← previous: blocks.6:16") in labels and markdown_text("next: blocks.6:18 →") in labels
+    assert sum(label == "units of this image" for label in labels) == 5
+    assert all(f"run={small_catalog_run}" in link.query_string for link in links if link.query_string)
+
+
+def test_the_image_page_lists_the_units_that_hold_the_image(
+    monkeypatch: pytest.MonkeyPatch, described_catalog: Path, small_catalog_run: str
+) -> None:
+    with Catalog(described_catalog) as catalog:
+        image_id = int(catalog.exemplars(catalog.unit_id(small_catalog_run, "blocks.6:17"), decode=False).image_id[0])
+    app = run_app(monkeypatch, described_catalog, "pages/image.py", run=small_catalog_run, image=str(image_id))
+    assert not app.exception
+    labels = [link.proto.label for link in app.main.get("page_link")]
+    assert f"**{markdown_text('blocks.6:17')}**" in labels
+    assert any(m.value.startswith(f"**{markdown_text('blocks.2')}**") for m in app.main.markdown)  # grouped by layer
+    for hostile in ("abc", "-1", "9" * 40, "99999"):
+        app = run_app(monkeypatch, described_catalog, "pages/image.py", image=hostile)
+        assert not app.exception
