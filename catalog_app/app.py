@@ -14,6 +14,7 @@ if str(APP_DIR.parent) not in sys.path:  # `streamlit run` puts only this folder
     sys.path.insert(0, str(APP_DIR.parent))
 
 import streamlit as st  # noqa: E402
+from PIL import Image, ImageDraw  # noqa: E402
 
 from catalog_app.common import close_catalogs  # noqa: E402
 
@@ -41,8 +42,16 @@ def pages() -> list[st.Page]:
     return built_in + extra
 
 
+def page_icon() -> Image.Image:
+    """The tab's icon, drawn here: a ``:material/...:`` icon would make the browser fetch it from
+    fonts.gstatic.com, and no page loads anything from outside the server."""
+    icon = Image.new("RGB", (32, 32), "#fbfaf7")
+    ImageDraw.Draw(icon).ellipse((4, 4, 28, 28), fill="#3d6b8c")
+    return icon
+
+
 def main() -> None:
-    st.set_page_config(page_title="Neuron catalog", page_icon=":material/neurology:", layout="wide")
+    st.set_page_config(page_title="Neuron catalog", page_icon=page_icon(), layout="wide")
     page = st.navigation(pages())
     try:
         page.run()

@@ -32,7 +32,7 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import streamlit as st
 
@@ -155,6 +155,16 @@ def catalog_key(catalog: Catalog) -> CatalogKey:
     """The cache key of an open catalog: a rewritten file gets a new key, so caches never go stale."""
     path = catalog.path.resolve()
     return CatalogKey(str(path), path.stat().st_mtime_ns)
+
+
+def run_choice(runs: list[str], where: Any = st) -> str:
+    """The run picked in a select box, starting from ``?run=`` (else the first run), and written back
+    to the URL even when it is the first run, so that every link and shared address names its run."""
+    asked = st.query_params.get("run")
+    chosen = where.selectbox("Run", runs, index=runs.index(asked) if asked in runs else 0)
+    if chosen is not None and asked != chosen:
+        st.query_params["run"] = chosen
+    return chosen
 
 
 UNIT_PAGE = "pages/unit.py"

@@ -82,7 +82,7 @@ def probe(model: LoadedModel, picture: Image.Image, units: pd.DataFrame) -> Prob
         maps = {layer: recorder.spatial(layer)[0] for layer in layers}  # (C, H, W) each
     frames = []
     for layer, rows in units.groupby("layer", sort=False):
-        channels = maps[layer][torch.as_tensor(rows.unit.to_numpy())]
+        channels = maps[layer][torch.tensor(rows.unit.tolist())]
         peaks = channels.flatten(1).amax(1).numpy()
         frames.append(rows.assign(peak=peaks, amap=list(channels.numpy())))
     found = pd.concat(frames, ignore_index=True)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from catalog_app.common import open_catalog, unit_link
+from catalog_app.common import open_catalog, run_choice, unit_link
 from catalog_app.probe import ProbeResult, probe, probe_model, read_upload, strongest
 from catalog_app.render import LEGEND, highlight
 from catalog_app.text import markdown_text
@@ -130,7 +130,7 @@ def main() -> None:
     if catalog is None:
         st.stop()
     runs = catalog.runs().run_id.tolist()
-    run_id = st.selectbox("Run", runs, key="run", bind="query-params")
+    run_id = run_choice(runs)
     basket()
     raw = st.query_params.get("image")
     image_id = int(raw) if raw is not None and raw.isdigit() and len(raw) < 19 else None

@@ -7,7 +7,7 @@ from __future__ import annotations
 import plotly.express as px
 import streamlit as st
 
-from catalog_app.common import open_catalog
+from catalog_app.common import open_catalog, run_choice
 from catalog_app.text import markdown_text, plotly_text
 from milan_core.catalog.browse import evidence_by_layer, top_concepts
 from milan_core.catalog.search import default_describer
@@ -23,7 +23,7 @@ def main() -> None:
     if catalog is None:
         st.stop()
     runs = catalog.runs()
-    run_id = st.selectbox("Run", runs.run_id.tolist(), key="run", bind="query-params")
+    run_id = run_choice(runs.run_id.tolist())
     run = catalog.run(run_id)
     describer = default_describer(catalog)
     evidence = evidence_by_layer(catalog, run_id, describer)

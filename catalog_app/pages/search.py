@@ -132,7 +132,7 @@ def main() -> None:
     basket()
     query = st.text_input(
         "Search descriptions", key="q", bind="query-params", placeholder="e.g. face, stripes, blue sky",
-        max_chars=10_000, help="Shortcut: press / to jump here (see the keys listed at the bottom).",
+        max_chars=10_000,
     )
     options["semantic"] = not query.strip() or meaning_ready()
     page = requested_page()

@@ -17,7 +17,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from catalog_app.common import catalog_key, open_catalog, unit_link
+from catalog_app.common import catalog_key, open_catalog, run_choice, unit_link
 from catalog_app.render import LEGEND, STYLES
 from catalog_app.text import markdown_text
 from catalog_app.views import basket, class_line, exemplar_pictures
@@ -143,7 +143,7 @@ def main() -> None:
         st.stop()
     runs = catalog.runs()
     left, right = st.columns([2, 1])
-    run_id = left.selectbox("Run", runs.run_id.tolist(), key="run", bind="query-params")
+    run_id = run_choice(runs.run_id.tolist(), left)
     key = right.text_input("Unit (layer:unit)", key="unit", bind="query-params", placeholder="blocks.6:17")
     if not key:
         st.info("Type a unit as layer:unit, or open one from the search page.")
