@@ -1,7 +1,7 @@
 """The catalog browser: ``streamlit run catalog_app/app.py`` (see ``catalog_app/common.py``).
 
 Lists the pages (the built-in ones, then any other file in
-``pages/``) and runs the chosen one, closing the catalog afterwards so writers are never locked out.
+``screens/``) and runs the chosen one, closing the catalog afterwards so writers are never locked out.
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ import streamlit as st  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
 from catalog_app.common import close_catalogs  # noqa: E402
+from catalog_app.navigation import SHORTCUTS, install as install_navigation  # noqa: E402
 
-#: The built-in pages in menu order: (file in pages/, title, icon).
+#: The built-in pages in menu order: (file in screens/, title, icon).
 BUILT_IN = (
     ("search.py", "Search", ":material/search:"),
     ("unit.py", "Unit", ":material/grid_view:"),
@@ -30,13 +31,13 @@ BUILT_IN = (
 def pages() -> list[st.Page]:
     """The built-in pages, then every other page file (e.g. audit.py, importance.py) by name."""
     built_in = [
-        st.Page(APP_DIR / "pages" / name, title=title, icon=icon, default=(i == 0))
+        st.Page(APP_DIR / "screens" / name, title=title, icon=icon, default=(i == 0))
         for i, (name, title, icon) in enumerate(BUILT_IN)
     ]
     names = {name for name, _, _ in BUILT_IN}
     extra = [
         st.Page(path, title=path.stem.replace("_", " ").capitalize())
-        for path in sorted((APP_DIR / "pages").glob("*.py"))
+        for path in sorted((APP_DIR / "screens").glob("*.py"))
         if path.name not in names and not path.name.startswith("_")
     ]
     return built_in + extra
@@ -57,6 +58,8 @@ def main() -> None:
         page.run()
     finally:
         close_catalogs()
+        install_navigation()
+        st.sidebar.caption(SHORTCUTS)
 
 
 main()

@@ -5,8 +5,9 @@ How the app is put together (``streamlit run catalog_app/app.py``):
 * ``app.py`` is the entrypoint. It builds the navigation with ``st.navigation`` and runs the chosen
   page, then closes every catalog the page opened, so the file is only held while a page is drawn
   and a writer (``dissect``, ``describe``) can always get at it between runs.
-* Each page is a plain script in ``catalog_app/pages/``. **To add a page, drop a ``.py`` file
-  there**: ``app.py`` lists it after the built-in pages, titled from its file name
+* Each page is a plain script in ``catalog_app/screens/`` (not ``pages/``: Streamlit runs a file
+  there by itself when its URL is opened directly, bypassing ``app.py``, its navigation and its
+  closing of the catalog). **To add a page, drop a ``.py`` file there**: ``app.py`` lists it after the built-in pages, titled from its file name
   (``audit.py`` -> "Audit", URL ``/audit``). A page starts with::
 
       from catalog_app.common import open_catalog
@@ -167,7 +168,7 @@ def run_choice(runs: list[str], where: Any = st) -> str:
     return chosen
 
 
-UNIT_PAGE = "pages/unit.py"
+UNIT_PAGE = "screens/unit.py"
 
 
 def unit_link(run_id: str, key: str, label: str | None = None, bold: bool = False) -> None:

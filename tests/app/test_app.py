@@ -70,7 +70,7 @@ def test_query_parameters_restore_a_search_and_filters_narrow_it(
 def test_the_unit_page_loads_from_query_parameters(
     monkeypatch: pytest.MonkeyPatch, described_catalog: Path, small_catalog_run: str
 ) -> None:
-    app = run_app(monkeypatch, described_catalog, "pages/unit.py", run=small_catalog_run, unit="blocks.6:17")
+    app = run_app(monkeypatch, described_catalog, "screens/unit.py", run=small_catalog_run, unit="blocks.6:17")
     assert not app.exception
     assert app.title[0].value == markdown_text("blocks.6:17") and app.subheader[0].value == "“human faces”"
     assert len(app.main.get("image")) == 5  # k = 5 exemplars, large
@@ -85,7 +85,7 @@ def test_the_unit_page_loads_from_query_parameters(
 def test_an_undescribed_unit_still_shows_its_exemplars(
     monkeypatch: pytest.MonkeyPatch, described_catalog: Path, small_catalog_run: str
 ) -> None:
-    app = run_app(monkeypatch, described_catalog, "pages/unit.py", run=small_catalog_run, unit="classifier:7")
+    app = run_app(monkeypatch, described_catalog, "screens/unit.py", run=small_catalog_run, unit="classifier:7")
     assert not app.exception and app.title[0].value == markdown_text("classifier:7")
     assert "no description yet" in app.info[0].value
     assert len(app.main.get("image")) == 5 and len(app.main.get("plotly_chart")) == 1
@@ -94,7 +94,7 @@ def test_an_undescribed_unit_still_shows_its_exemplars(
 def test_the_overview_page_shows_the_runs_vocabulary(
     monkeypatch: pytest.MonkeyPatch, described_catalog: Path
 ) -> None:
-    app = run_app(monkeypatch, described_catalog, "pages/overview.py")
+    app = run_app(monkeypatch, described_catalog, "screens/overview.py")
     assert not app.exception
     assert [m.value for m in app.metric] == ["24", "1360", "26%"]
     assert app.caption[0].value.startswith(markdown_text("efficientnet-lite0 · layers blocks.2, blocks.6, classifier"))
@@ -115,7 +115,7 @@ def test_ticking_units_selects_them_for_export(monkeypatch: pytest.MonkeyPatch, 
     assert any("Basket: 2 unit(s)" in c.value for c in app.sidebar.caption)
 
 
-@pytest.mark.parametrize("page", [None, "pages/unit.py", "pages/overview.py"])
+@pytest.mark.parametrize("page", [None, "screens/unit.py", "screens/overview.py"])
 def test_missing_empty_and_newer_catalogs_get_a_sentence_not_a_traceback(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, empty_catalog: Path, newer_catalog: Path, page: str | None
 ) -> None:
@@ -183,7 +183,7 @@ def test_hostile_and_malformed_parameters_break_nothing_and_change_nothing(
 def test_an_unknown_run_in_a_unit_link_falls_back_to_the_first_run(
     monkeypatch: pytest.MonkeyPatch, described_catalog: Path
 ) -> None:
-    app = run_app(monkeypatch, described_catalog, "pages/unit.py", run="nope", unit="blocks.6:17")
+    app = run_app(monkeypatch, described_catalog, "screens/unit.py", run="nope", unit="blocks.6:17")
     assert not app.exception and app.title[0].value == markdown_text("blocks.6:17")
 
 
@@ -195,7 +195,7 @@ def test_malformed_unit_links_get_a_sentence(
     monkeypatch: pytest.MonkeyPatch, described_catalog: Path, file_hash: Callable[[Path], str], unit: str
 ) -> None:
     before = file_hash(described_catalog)
-    app = run_app(monkeypatch, described_catalog, "pages/unit.py", unit=unit)
+    app = run_app(monkeypatch, described_catalog, "screens/unit.py", unit=unit)
     assert not app.exception
     assert [info.value.startswith(markdown_text("no unit")) for info in app.info] == [True]
     assert file_hash(described_catalog) == before
@@ -213,7 +213,7 @@ def test_votes_and_labels_on_the_unit_page_go_to_the_notes_file_not_the_catalog(
     monkeypatch: pytest.MonkeyPatch, own_catalog: Path, small_catalog_run: str, file_hash: Callable[[Path], str]
 ) -> None:
     before = file_hash(own_catalog)
-    app = run_app(monkeypatch, own_catalog, "pages/unit.py", run=small_catalog_run, unit="blocks.6:17")
+    app = run_app(monkeypatch, own_catalog, "screens/unit.py", run=small_catalog_run, unit="blocks.6:17")
     app.button(key="vote_1").click().run()
     assert not app.exception
     assert any("agree 1 · disagree 0 · you agree" in c.value for c in app.main.caption)
@@ -230,10 +230,13 @@ def test_votes_and_labels_on_the_unit_page_go_to_the_notes_file_not_the_catalog(
 def test_the_unit_page_links_its_neighbours_and_its_images(
     monkeypatch: pytest.MonkeyPatch, described_catalog: Path, small_catalog_run: str
 ) -> None:
-    app = run_app(monkeypatch, described_catalog, "pages/unit.py", run=small_catalog_run, unit="blocks.6:17")
+    app = run_app(monkeypatch, described_catalog, "screens/unit.py", run=small_catalog_run, unit="blocks.6:17")
+    app.button(key="next_unit").click().run()
+    assert not app.exception and app.title[0].value == markdown_text("blocks.6:18")
+    app.button(key="previous_unit").click().run()
+    assert app.title[0].value == markdown_text("blocks.6:17")
     links = [link.proto for link in app.main.get("page_link")]
     labels = [link.label for link in links]
-    assert markdown_text("← previous: blocks.6:16") in labels and markdown_text("next: blocks.6:18 →") in labels
     assert sum(label == "units of this image" for label in labels) == 5
     assert all(f"run={small_catalog_run}" in link.query_string for link in links if link.query_string)
 
@@ -243,11 +246,11 @@ def test_the_image_page_lists_the_units_that_hold_the_image(
 ) -> None:
     with Catalog(described_catalog) as catalog:
         image_id = int(catalog.exemplars(catalog.unit_id(small_catalog_run, "blocks.6:17"), decode=False).image_id[0])
-    app = run_app(monkeypatch, described_catalog, "pages/image.py", run=small_catalog_run, image=str(image_id))
+    app = run_app(monkeypatch, described_catalog, "screens/image.py", run=small_catalog_run, image=str(image_id))
     assert not app.exception
     labels = [link.proto.label for link in app.main.get("page_link")]
     assert f"**{markdown_text('blocks.6:17')}**" in labels
     assert any(m.value.startswith(f"**{markdown_text('blocks.2')}**") for m in app.main.markdown)  # grouped by layer
     for hostile in ("abc", "-1", "9" * 40, "99999"):
-        app = run_app(monkeypatch, described_catalog, "pages/image.py", image=hostile)
+        app = run_app(monkeypatch, described_catalog, "screens/image.py", image=hostile)
         assert not app.exception

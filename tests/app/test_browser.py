@@ -173,7 +173,7 @@ def test_the_overview_draws_its_charts(page: "sync_api.Page", app_url: str) -> N
     page.goto(f"{app_url}/overview")
     page.get_by_text("Most used descriptions per layer").wait_for()
     page.locator(".js-plotly-plot .bars").first.wait_for()
-    assert page.locator(".js-plotly-plot").count() >= 2
+    page.wait_for_function("() => document.querySelectorAll('.js-plotly-plot').length >= 2")
     page.screenshot(path=str(ARTIFACTS / "overview_page.png"), full_page=True)
 
 
@@ -246,16 +246,27 @@ def test_no_page_loads_anything_from_outside_the_server(
 def test_a_card_click_opens_the_unit_and_back_returns_to_the_results(
     page: "sync_api.Page", app_url: str, small_catalog_run: str
 ) -> None:
-    page.goto(f"{app_url}/?q=face")
-    page.get_by_text("2 matching units").wait_for()
+    page.goto(f"{app_url}/?q=dogs")
+    page.wait_for_function("() => window.__milanNavigation === true")  # navigation.js is installed
     entries = page.evaluate("history.length")
+    page.keyboard.press("/")  # the shortcut focuses the search box
+    page.keyboard.type("face")
+    page.keyboard.press("Enter")
+    page.get_by_text("2 matching units").wait_for()
+    assert page.evaluate("history.length") == entries + 1  # one entry per search
     page.get_by_role("link", name="blocks.6:17").first.click()
     page.get_by_text("“human faces”").wait_for()
     assert f"run={small_catalog_run}" in page.url and "unit=blocks.6" in page.url
-    assert page.evaluate("history.length") == entries + 1  # one entry per unit opened
+    assert page.evaluate("history.length") == entries + 2  # and one per unit opened
+    page.keyboard.press("j")  # next unit of the layer
+    page.get_by_role("heading", name="blocks.6:18").wait_for()
+    page.go_back()
+    page.get_by_text("“human faces”").wait_for()
     page.go_back()
     page.get_by_text("2 matching units").wait_for()
     assert "q=face" in page.url
+    page.go_back()
+    page.wait_for_function("() => location.search.includes('q=dogs')")
 
 
 def test_an_upload_lists_the_units_that_fire_on_it_and_a_bad_one_gets_a_sentence(

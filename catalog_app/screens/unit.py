@@ -29,7 +29,7 @@ from milan_core.errors import UserError
 
 LARGE = 224
 PER_ROW = 5
-IMAGE_PAGE = "pages/image.py"
+IMAGE_PAGE = "screens/image.py"
 AUTHOR = "notes_author"
 
 
@@ -125,16 +125,19 @@ def show_notes(catalog: Catalog, run_id: str, key: str, described: pd.Series | N
         st.caption("Labels: " + " · ".join(markdown_text(text) for text in labels.label))
 
 
-def show_neighbours(catalog: Catalog, run_id: str, unit_id: int) -> None:
-    """Links to the previous and next unit of the layer (the run kept)."""
+def _open_unit(key: str) -> None:
+    st.session_state["unit"] = key
+
+
+def show_neighbours(catalog: Catalog, unit_id: int) -> None:
+    """Buttons for the previous and next unit of the layer (keys k and j). Buttons, not links: a
+    page link to the page it is on does not redraw it in this Streamlit (seen in Chromium)."""
     before, after = neighbour_keys(catalog, unit_id)
     left, right = st.columns(2)
-    with left:
-        if before:
-            unit_link(run_id, before, f"← previous: {before}")
-    with right:
-        if after:
-            unit_link(run_id, after, f"next: {after} →")
+    if before:
+        left.button(f"← previous: {markdown_text(before)}", key="previous_unit", on_click=_open_unit, args=(before,))
+    if after:
+        right.button(f"next: {markdown_text(after)} →", key="next_unit", on_click=_open_unit, args=(after,))
 
 
 def main() -> None:
@@ -156,7 +159,7 @@ def main() -> None:
     unit = unit_row(catalog, unit_id)
     model = runs.set_index("run_id").model[run_id]
     basket()
-    show_neighbours(catalog, run_id, unit_id)
+    show_neighbours(catalog, unit_id)
     st.title(markdown_text(key))
     st.caption(markdown_text(f"{model} · run {run_id}"))
     describer = default_describer(catalog)

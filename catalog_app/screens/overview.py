@@ -13,7 +13,7 @@ from milan_core.catalog.browse import evidence_by_layer, top_concepts
 from milan_core.catalog.search import default_describer
 
 TOP_CONCEPTS = 10
-SEARCH_PAGE = "pages/search.py"
+SEARCH_PAGE = "screens/search.py"
 EVIDENCE_ORDER = ["object", "scene", "colour", "texture", "position", "shape", "none", "not described"]
 
 

@@ -18,7 +18,7 @@ from milan_core.errors import UserError
 from milan_core.catalog.search import DEFAULT_MIN_SIMILARITY
 
 MAX_LISTED = 200
-SEARCH_PAGE = "pages/search.py"
+SEARCH_PAGE = "screens/search.py"
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
