@@ -250,6 +250,7 @@ def test_a_card_click_opens_the_unit_and_back_returns_to_the_results(
     page.wait_for_function("() => window.__milanNavigation === true")  # navigation.js is installed
     entries = page.evaluate("history.length")
     page.keyboard.press("/")  # the shortcut focuses the search box
+    page.keyboard.press("Control+A")
     page.keyboard.type("face")
     page.keyboard.press("Enter")
     page.get_by_text("2 matching units").wait_for()
