@@ -64,7 +64,7 @@ def thumbnails(count: int) -> pd.DataFrame:
         picture = Image.open(path).convert("RGB").resize((112, 112))
         buffer = io.BytesIO()
         picture.save(buffer, format="JPEG", quality=85)
-        rows.append({"sha256": path.stem, "path": path.name, "width": 112, "height": 112, "label": None,
+        rows.append({"sha256": path.stem, "path": str(path.resolve()), "width": 112, "height": 112, "label": None,
                      "thumbnail": buffer.getvalue()})
     return pd.DataFrame(rows)
 
@@ -80,7 +80,7 @@ def run_tables(units_per_layer: int, images: pd.DataFrame, rng: np.random.Genera
         "layer": np.repeat(names, units_per_layer), "unit": np.tile(np.arange(units_per_layer, dtype=np.int32), LAYERS),
         "threshold": mean + 2.0, "quantile": np.float32(0.99), "act_mean": mean, "act_std": np.float32(1.0),
         "act_min": mean - 3.0, "act_max": mean + 3.0 + rng.random(n, dtype=np.float32),
-        "hist_lo": mean - 3.0, "hist_hi": mean + 4.0, "hist": [rng.integers(0, 1000, 32).astype(np.int32)] * n,
+        "hist": [rng.integers(0, 1000, 32).astype(np.int32)] * n,
     })
     codes = rng.integers(0, 256, (n * K, MAP * MAP), dtype=np.uint8)
     exemplars = pd.DataFrame({

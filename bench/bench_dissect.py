@@ -21,13 +21,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import duckdb
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from milan_core.config import DissectConfig  # noqa: E402
+from milan_core.catalog import Catalog  # noqa: E402
+from milan_core.config import BATCH_SIZE, WORKERS, DissectConfig  # noqa: E402
 from milan_core.dissect import dissect, empty_state  # noqa: E402
 from milan_core.images import ProbeDataset, find_images, iterate_batches  # noqa: E402
 from milan_core.models import load_model  # noqa: E402
@@ -78,10 +78,8 @@ def peak_rss_mb(images: Path, max_images: int, batch_size: int, workers: int, ou
 
 def catalog_bytes(path: Path) -> tuple[int, int, int]:
     """(file bytes, thumbnail bytes, units) of a catalog."""
-    with duckdb.connect(str(path), read_only=True) as con:
-        thumbs = con.execute("SELECT coalesce(sum(octet_length(thumbnail)), 0) FROM images").fetchone()[0]
-        units = con.execute("SELECT count(*) FROM units").fetchone()[0]
-    return path.stat().st_size, int(thumbs), int(units)
+    with Catalog(path) as catalog:
+        return path.stat().st_size, catalog.thumbnail_bytes(), catalog.unit_count()
 
 
 def marginal_bytes_per_unit(images: Path, out: Path, extra_runs: int = 3, max_images: int = 100) -> float:
@@ -102,8 +100,8 @@ def marginal_bytes_per_unit(images: Path, out: Path, extra_runs: int = 3, max_im
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
+    parser.add_argument("--workers", type=int, default=WORKERS)
     parser.add_argument("--repeats", type=int, default=2, help="alternating timed runs of each")
     args = parser.parse_args()
     n_images = len(find_images(args.images))

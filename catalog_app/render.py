@@ -42,21 +42,36 @@ def outline(region: np.ndarray) -> np.ndarray:
     return region & ~interior
 
 
-def highlight(
-    thumbnail: bytes, amap: np.ndarray, threshold: float, size: int | None = None, style: str = "dim"
-) -> Image.Image:
-    """The thumbnail (at ``size``, default its own) with the unit's region shown in ``style``."""
+def thumbnail_at(thumbnail: bytes, size: int | None = None) -> Image.Image:
+    """A stored JPEG thumbnail decoded to RGB, bicubically resized to ``size`` (default: its own)."""
     picture = Image.open(io.BytesIO(thumbnail)).convert("RGB")
     if size is not None and size != picture.width:
         picture = picture.resize((size, size), Image.Resampling.BICUBIC)
-    pixels = np.asarray(picture)
+    return picture
+
+
+def highlight(
+    thumbnail: bytes,
+    amap: np.ndarray,
+    threshold: float,
+    size: int | None = None,
+    style: str = "dim",
+    dim: float = DIM,
+    outlined: bool = True,
+) -> Image.Image:
+    """The thumbnail (at ``size``, default its own) with the unit's region shown in ``style``: the
+    outside kept at ``dim`` of its brightness and, if ``outlined``, the region's rim drawn (blind
+    annotation sheets want no outline), or the ``heatmap``."""
+    picture = thumbnail_at(thumbnail, size)
     if amap.size == 1:  # a whole-image unit: the region would be all or nothing
         return picture
+    pixels = np.asarray(picture)
     if style == "heatmap":
         return Image.fromarray(heatmap(pixels, amap, threshold))
     region = mask(amap, threshold, pixels.shape[0])
-    shown = np.where(region[..., None], pixels, (pixels * DIM).astype(np.uint8))
-    shown[outline(region)] = OUTLINE
+    shown = np.where(region[..., None], pixels, (pixels * dim).astype(np.uint8))
+    if outlined:
+        shown[outline(region)] = OUTLINE
     return Image.fromarray(shown)
 
 
@@ -78,6 +93,19 @@ def strip(pictures: list[Image.Image], gap: int = GAP) -> Image.Image:
     for picture in pictures:
         canvas.paste(picture, (left, 0))
         left += picture.width + gap
+    return canvas
+
+
+def grid(pictures: list[Image.Image], columns: int, rows: int, gap: int = GAP) -> Image.Image:
+    """Same-sized pictures in ``rows`` x ``columns`` cells on white, row by row; cells without a
+    picture stay white, so every grid of one tile size has one size."""
+    if not pictures:
+        return Image.new("RGB", (1, 1), "white")
+    width, height = pictures[0].size
+    canvas = Image.new("RGB", (columns * width + (columns - 1) * gap, rows * height + (rows - 1) * gap), "white")
+    for index, picture in enumerate(pictures[: columns * rows]):
+        row, column = divmod(index, columns)
+        canvas.paste(picture, (column * (width + gap), row * (height + gap)))
     return canvas
 
 

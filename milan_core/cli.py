@@ -10,15 +10,14 @@ from __future__ import annotations
 import argparse
 import sys
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
-from milan_core.config import DEFAULT_LAYERS, DEFAULT_MODEL, DissectConfig
+from milan_core import config
+from milan_core.applications import command as application_commands
+from milan_core.catalog import RunWrite
+from milan_core.describe import command as describe_commands
 from milan_core.errors import UserError
-
-DEFAULT_CATALOG = Path("data/catalog.duckdb")
-
-Command = Callable[[argparse.Namespace], int]
 
 
 def _human_bytes(size: float) -> str:
@@ -32,25 +31,54 @@ def _human_bytes(size: float) -> str:
 def cmd_dissect(args: argparse.Namespace) -> int:
     from milan_core.dissect import dissect
 
-    config = DissectConfig(
+    dissection = config.DissectConfig(
         model=args.model, weights=args.weights, images=args.images,
         layers=tuple(name.strip() for name in args.layers.split(",") if name.strip()),
         k=args.k, quantile=args.quantile, batch_size=args.batch_size, workers=args.workers,
-        seed=args.seed, max_images=args.max_images, run_id=args.run_id,
+        max_images=args.max_images, run_id=args.run_id,
     )
     if args.checkpoint_every < 0:
         raise UserError("--checkpoint-every must be 0 (after every batch) or more seconds")
-    summary = dissect(config, args.out, args.checkpoint_every)
+    summary = dissect(dissection, args.out, args.checkpoint_every)
     print(f"run {summary.run_id}: read {summary.n_images} images in {summary.seconds:.1f} s, "
           f"skipped {len(summary.skipped)}")
     if summary.skipped:
         shown = ", ".join(summary.skipped[:5]) + (" ..." if len(summary.skipped) > 5 else "")
         print(f"warning: skipped {len(summary.skipped)} unreadable file(s): {shown}", file=sys.stderr)
     print(f"wrote {summary.n_units} units to {args.out} ({_human_bytes(summary.catalog_bytes)})")
+    if summary.written.kept:
+        print(f"run {summary.run_id} had the same exemplars before: its descriptions and results are kept")
+    dropped = dropped_message(summary.written, args.out, summary.run_id)
+    if dropped:
+        print(dropped, file=sys.stderr)
     if args.describe:
-        from milan_core.describe.command import describe_run
+        describe_commands.describe_run(args.out, summary.run_id, args.describer)
+    return 0
 
-        describe_run(args.out, summary.run_id, args.describer)
+
+def dropped_message(written: RunWrite, catalog: Path, run_id: str) -> str | None:
+    """What replacing a run with changed exemplars threw away, and the command that brings the
+    descriptions back (None when nothing was lost: a new run, or the same exemplars again)."""
+    if not written.dropped:
+        return None
+    rows = ", ".join(f"{n} {table}" for table, n in written.dropped.items())
+    again = "; ".join(
+        f"python -m milan_core describe --catalog {catalog} --run {run_id} --describer {name}"
+        for name in written.describers
+    )
+    how = f"; describe it again with: {again}" if again else ""
+    return f"note: the exemplars of run {run_id} changed, so its earlier results were dropped ({rows}){how}"
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from milan_core.catalog.migrate import migrate
+
+    done = migrate(args.catalog)
+    print(f"{args.catalog}: schema {done.before} -> {done.after}" if done.before != done.after else
+          f"{args.catalog} already has schema {done.after}")
+    for run_id, root in done.unresolved.items():
+        print(f"note: run {run_id} read its images from {root!r}, which is not there from this directory; "
+              "run migrate again from the directory it was dissected in to store full paths", file=sys.stderr)
     return 0
 
 
@@ -69,7 +97,7 @@ def cmd_layers(args: argparse.Namespace) -> int:
 
 
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default=DEFAULT_MODEL,
+    parser.add_argument("--model", default=config.DEFAULT_MODEL,
                         help="efficientnet-lite0/1/2, a torchvision or timm name, or package.module:callable")
     parser.add_argument("--weights", default=None, help="a state-dict file for a torchvision/timm architecture")
 
@@ -81,16 +109,16 @@ def build_parser() -> argparse.ArgumentParser:
     dissect = sub.add_parser("dissect", help="find every unit's top images, threshold and masks")
     _add_model_arguments(dissect)
     dissect.add_argument("--images", default=None, help="folder of probe images (default: the embedded sample)")
-    dissect.add_argument("--layers", default=",".join(DEFAULT_LAYERS), help="comma-separated layer names")
-    dissect.add_argument("--out", type=Path, default=DEFAULT_CATALOG, help="catalog file (DuckDB)")
-    dissect.add_argument("--k", type=int, default=15, help="exemplars kept per unit")
-    dissect.add_argument("--quantile", type=float, default=0.99, help="threshold quantile (0.995: Network Dissection)")
-    dissect.add_argument("--batch-size", type=int, default=32)
-    dissect.add_argument("--workers", type=int, default=1, help="image-decoding processes")
-    dissect.add_argument("--seed", type=int, default=0)
+    dissect.add_argument("--layers", default=",".join(config.DEFAULT_LAYERS), help="comma-separated layer names")
+    dissect.add_argument("--out", type=Path, default=config.CATALOG_PATH, help="catalog file (DuckDB)")
+    dissect.add_argument("--k", type=int, default=config.K, help="exemplars kept per unit")
+    dissect.add_argument("--quantile", type=float, default=config.QUANTILE,
+                         help="threshold quantile (0.995: Network Dissection)")
+    dissect.add_argument("--batch-size", type=int, default=config.BATCH_SIZE)
+    dissect.add_argument("--workers", type=int, default=config.WORKERS, help="image-decoding processes")
     dissect.add_argument("--max-images", type=int, default=None, help="use only the first N images")
     dissect.add_argument("--run-id", default=None, help="name of the run (default: model and parameter hash)")
-    dissect.add_argument("--checkpoint-every", type=float, default=60.0, metavar="SECONDS",
+    dissect.add_argument("--checkpoint-every", type=float, default=config.CHECKPOINT_EVERY, metavar="SECONDS",
                          help="save the job's state this often, so a rerun after an interruption resumes")
     dissect.add_argument("--describe", action="store_true", help="also describe every unit")
     dissect.add_argument("--describer", default=None, help="describer for --describe")
@@ -100,25 +128,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_arguments(layers)
     layers.set_defaults(func=cmd_layers)
 
-    for register in _extra_commands():
-        register(sub)
+    migrate = sub.add_parser("migrate", help="bring a catalog of an older schema to this code's")
+    migrate.add_argument("--catalog", type=Path, default=config.CATALOG_PATH, help="catalog file (DuckDB)")
+    migrate.set_defaults(func=cmd_migrate)
+
+    describe_commands.register(sub)
+    application_commands.register(sub)
     return parser
-
-
-def _extra_commands() -> list[Callable[[argparse._SubParsersAction], None]]:
-    """Commands of the later stages (describe, evaluate, audit, ablate, edit), when present."""
-    import importlib
-
-    registers = []
-    for module_name in ("milan_core.describe.command", "milan_core.applications.command"):
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as error:
-            if error.name != module_name and not module_name.startswith(str(error.name)):
-                raise
-            continue
-        registers.append(module.register)
-    return registers
 
 
 def main(argv: Sequence[str] | None = None) -> int:

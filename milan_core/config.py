@@ -1,4 +1,8 @@
-"""One typed configuration per dissection run, stored with the run's results in the catalog."""
+"""Every default in one place, and one typed configuration per dissection run (stored with the run).
+
+The command line, the library functions and the benchmarks all read their defaults from here, so a
+default changes in one line and the ``--help`` texts and the code never disagree.
+"""
 
 from __future__ import annotations
 
@@ -6,26 +10,42 @@ import hashlib
 import json
 import re
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 DEFAULT_MODEL = "efficientnet-lite0"
 DEFAULT_LAYERS = ("blocks.2", "blocks.4", "blocks.6")
+K = 15  # exemplars per unit (MILAN's choice)
+QUANTILE = 0.99  # threshold quantile: MILAN 0.99, Network Dissection 0.995
+BATCH_SIZE = 32  # images per forward pass of the dissection
+WORKERS = 1  # image-decoding processes of the dissection
+EVAL_BATCH_SIZE = 64  # images per forward pass when ablate and edit measure accuracy
+CATALOG_PATH = Path("data/catalog.duckdb")
+CHECKPOINT_EVERY = 60.0  # seconds of the pass between checkpoints (saving one takes well under 1 s)
+LOCK_WAIT = 30.0  # seconds a writer retries a catalog another process holds (the app, a moment at a time)
 
 
 @dataclass(frozen=True)
 class DissectConfig:
-    """Every parameter that changes a dissection's results (and nothing that does not)."""
+    """Every parameter that changes a dissection's results (and nothing that does not).
+
+    ``images`` is kept resolved, so the same folder gives the same run id (and a stored run finds its
+    photos) from whatever directory the command was typed in.
+    """
 
     model: str = DEFAULT_MODEL
     weights: str | None = None
     images: str | None = None  # None: the embedded probe set
     layers: tuple[str, ...] = DEFAULT_LAYERS
-    k: int = 15  # exemplars per unit (MILAN's choice)
-    quantile: float = 0.99  # threshold quantile: MILAN 0.99, Network Dissection 0.995
-    batch_size: int = 32
-    workers: int = 1
-    seed: int = 0
+    k: int = K
+    quantile: float = QUANTILE
+    batch_size: int = BATCH_SIZE
+    workers: int = WORKERS
     max_images: int | None = None
     run_id: str | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.images is not None:
+            object.__setattr__(self, "images", str(Path(self.images).resolve()))
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)

@@ -14,9 +14,9 @@ import hashlib
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -25,8 +25,8 @@ from tqdm import tqdm
 
 import milan_core
 from milan_core.cache import read_cached, write_cached
-from milan_core.catalog import Catalog, RunRecord, RunTables
-from milan_core.config import DissectConfig
+from milan_core.catalog import Catalog, RunRecord, RunTables, RunWrite, check_writable
+from milan_core.config import CHECKPOINT_EVERY, LOCK_WAIT, DissectConfig
 from milan_core.errors import UserError
 from milan_core.exemplars import quantise
 from milan_core.hooks import LayerRecorder, layer_kind
@@ -42,7 +42,6 @@ from milan_core.models import LoadedModel, load_model
 from milan_core.statistics import LayerStatistics
 
 PLOT_BINS = 32
-CHECKPOINT_EVERY = 60.0  # seconds of the pass between checkpoints (saving one takes well under 1 s)
 CHECKPOINT_FORMAT = 1
 
 
@@ -68,6 +67,7 @@ class Summary:
     catalog_bytes: int
     seconds: float
     resumed_from: int = 0  # images already read by an interrupted run of the same job
+    written: RunWrite = field(default_factory=RunWrite)  # what replacing an earlier run did
 
 
 def code_version() -> str:
@@ -213,8 +213,6 @@ def unit_table(name: str, stats: LayerStatistics, quantile: float) -> pd.DataFra
             "act_std": stats.moments.std().float().numpy(),
             "act_min": hist.lo.numpy(),
             "act_max": hist.hi.numpy(),
-            "hist_lo": hist.lo.numpy(),
-            "hist_hi": hist.hi.numpy(),
             "hist": list(hist.coarse(PLOT_BINS).int().numpy()),
         }
     )
@@ -242,10 +240,11 @@ def exemplar_table(name: str, stats: LayerStatistics, images: dict[int, LoadedIm
     return frame.drop(columns="image_index")
 
 
-def image_table(probes: list[ProbeImage], images: dict[int, LoadedImage]) -> pd.DataFrame:
+def image_table(root: Path, probes: list[ProbeImage], images: dict[int, LoadedImage]) -> pd.DataFrame:
+    """One row per exemplar image, with the file's full path as this run read it."""
     rows = [
         {
-            "sha256": img.sha256, "path": probes[i].path, "width": img.width, "height": img.height,
+            "sha256": img.sha256, "path": str(root / probes[i].path), "width": img.width, "height": img.height,
             "label": probes[i].label, "thumbnail": img.thumbnail,
         }
         for i, img in sorted(images.items())
@@ -276,22 +275,26 @@ def build_tables(
         run=run,
         layers=layers,
         units=pd.concat([unit_table(n, s, config.quantile) for n, s in state.layers.items()], ignore_index=True),
-        images=image_table(probes, state.exemplar_images),
+        images=image_table(root, probes, state.exemplar_images),
         exemplars=pd.concat(
             [exemplar_table(n, s, state.exemplar_images) for n, s in state.layers.items()], ignore_index=True
         ),
     )
 
 
-def dissect(config: DissectConfig, out: Path, checkpoint_every: float = CHECKPOINT_EVERY) -> Summary:
+def dissect(config: DissectConfig, out: Path, checkpoint_every: float = CHECKPOINT_EVERY,
+            lock_wait: float = LOCK_WAIT) -> Summary:
     """Run the whole job and write (or replace) one run in the catalog at ``out``.
 
-    Resumes from the checkpoint of an interrupted run of the same job, if there is one.
+    Resumes from the checkpoint of an interrupted run of the same job, if there is one. Whatever
+    would stop the final write (an unwritable folder, a foreign file, a lock) fails before the
+    pass; a lock met at the end anyway is waited out for ``lock_wait`` seconds, and if it stays,
+    the finished state is kept as a checkpoint so the same command writes it without a new pass.
     """
     validate(config)
-    torch.manual_seed(config.seed)
+    check_writable(out)
     started = time.perf_counter()
-    root = Path(config.images) if config.images else default_probe_root()
+    root = (Path(config.images) if config.images else default_probe_root()).resolve()
     probes = find_images(root)[: config.max_images]
     loaded = load_model(config.model, Path(config.weights) if config.weights else None)
     run_id, signature = config.resolved_run_id(), probe_signature(root, probes)
@@ -313,12 +316,16 @@ def dissect(config: DissectConfig, out: Path, checkpoint_every: float = CHECKPOI
         raise UserError(f"none of the {len(probes)} files under {root} could be read as an image")
     timings = {"load": loaded_at - started, "pass": earlier + passed_at - loaded_at}
     tables = build_tables(config, root, probes, state, timings)
-    with Catalog(out, writable=True) as catalog:
-        catalog.write_run(tables)
+    try:
+        with Catalog(out, writable=True, wait=lock_wait) as catalog:
+            written = catalog.write_run(tables)
+    except UserError as error:
+        save_checkpoint(resume, config, signature, len(probes), state, timings["pass"])
+        raise UserError(f"{error}; the finished pass is kept in {resume}, so that command only writes it") from error
     resume.unlink(missing_ok=True)
     timings["write"] = time.perf_counter() - passed_at
     return Summary(
         run_id=tables.run.run_id, n_images=state.n_read, skipped=state.skipped,
         n_units=len(tables.units), catalog_bytes=out.stat().st_size, seconds=sum(timings.values()),
-        resumed_from=position,
+        resumed_from=position, written=written,
     )

@@ -154,9 +154,7 @@ def main() -> None:
     catalog = describe_units(args.work)
     units, descriptions = text_units(catalog, args.candidates)
     with Catalog(catalog) as c:
-        all_units = c.query(
-            "SELECT layer, unit, NULL AS description FROM units WHERE run_id = 'text-probe' ORDER BY layer, unit"
-        )
+        all_units = c.layer_units("text-probe", list(LAYERS), None)
     rows = []
     for name in ("train", "test", "clean"):
         probe = load_labelled_probe(args.work / name, edited)
@@ -173,10 +171,12 @@ def main() -> None:
           + ("" if units else " (nothing to switch off: the 'text off' columns are empty)"))
     for (layer, unit), text in zip(units, descriptions):
         print(f"  {layer}:{unit}  {text}")
-    print(f"\n{'images':8s} {'n':>4s} {'unedited':>9s} {'text off':>9s} {'random off (mean ± sd, ' + str(args.trials) + ' trials)':>36s}")
+    random_header = f"random off (mean ± sd, {args.trials} trials)"
+    print(f"\n{'images':8s} {'n':>4s} {'unedited':>9s} {'text off':>9s} {random_header:>36s}")
     labels = {"train": "train (text = label)", "test": "test (text ≠ label)", "clean": "test, no text"}
     for name, n, base_acc, text_acc, mean, sd in rows:
-        print(f"{labels[name]:22s} {n:4d} {100 * base_acc:8.1f}% {100 * text_acc:8.1f}% {100 * mean:10.1f}% ± {100 * sd:.1f}")
+        print(f"{labels[name]:22s} {n:4d} {100 * base_acc:8.1f}% {100 * text_acc:8.1f}% "
+              f"{100 * mean:10.1f}% ± {100 * sd:.1f}")
 
 
 if __name__ == "__main__":

@@ -12,8 +12,8 @@ import pytest
 
 from milan_core.catalog import Catalog, RunTables
 from milan_core.catalog.connection import BLOCK_SIZE
-from milan_core.errors import UserError
 from milan_core.catalog.schema import SCHEMA_VERSION
+from milan_core.errors import UserError
 
 
 def test_missing_empty_and_foreign_files_are_refused_with_the_command_to_run(tmp_path: Path) -> None:
@@ -66,11 +66,11 @@ def test_a_failed_write_changes_nothing(small_catalog: Path, tmp_path: Path) -> 
     broken = RunTables(
         run=run,
         layers=layers.drop(columns="run_id"),
-        units=pd.DataFrame({"layer": ["blocks.6"]}),  # missing columns: the insert fails midway
+        units=pd.DataFrame({"layer": ["blocks.6"], "unit": [0]}),  # missing columns: fails after the delete
         images=pd.DataFrame(),
-        exemplars=pd.DataFrame(),
+        exemplars=pd.DataFrame(columns=["layer", "unit", "rank", "sha256"]),  # other exemplars: all is replaced
     )
-    with Catalog(path, writable=True) as catalog, pytest.raises(Exception):
+    with Catalog(path, writable=True) as catalog, pytest.raises(duckdb.ConstraintException, match="NOT NULL"):
         catalog.write_run(broken)
     with Catalog(path) as catalog:
         assert catalog.query("SELECT count(*) AS n FROM units").n[0] == before

@@ -74,13 +74,16 @@ def test_thresholds_and_top_images_match_a_direct_computation(small_catalog: Pat
         assert np.all(threshold >= below.numpy() - bin_width)
         assert np.all(threshold <= above.numpy() + bin_width)
         firsts = catalog.query(
-            "SELECT u.unit, i.path FROM exemplars e JOIN units u USING (unit_id) JOIN images i USING (image_id) "
+            "SELECT u.unit, p.path FROM exemplars e JOIN units u USING (unit_id) "
+            "JOIN run_images p ON p.run_id = u.run_id AND p.image_id = e.image_id "
             "WHERE u.run_id = ? AND u.layer = 'blocks.6' AND e.rank = 0 ORDER BY u.unit", [run_id]
         )
-    assert firsts.path.tolist() == [probes[i].path for i in top.tolist()]
+    assert firsts.path.tolist() == [str(probe_dir.resolve() / probes[i].path) for i in top.tolist()]
 
 
-def test_same_inputs_give_identical_catalog_contents(small_catalog: Path, small_config: DissectConfig, tmp_path: Path) -> None:
+def test_same_inputs_give_identical_catalog_contents(
+    small_catalog: Path, small_config: DissectConfig, tmp_path: Path
+) -> None:
     again = tmp_path / "again.duckdb"
     dissect(replace(small_config, layers=("blocks.6",)), again)
     with Catalog(small_catalog) as first, Catalog(again) as second:

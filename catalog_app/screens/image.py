@@ -17,7 +17,7 @@ from catalog_app.render import LEGEND, highlight
 from catalog_app.text import markdown_text
 from catalog_app.views import basket
 from milan_core.catalog import Catalog
-from milan_core.catalog.browse import descriptions_of, image_units
+from milan_core.catalog.browse import descriptions_of, image_path, image_units
 from milan_core.catalog.search import default_describer
 from milan_core.errors import UserError
 from milan_core.exemplars import dequantise
@@ -62,7 +62,8 @@ def stored_image_units(catalog: Catalog, run_id: str, image_id: int) -> None:
         return
     left, right = st.columns([1, 3])
     left.image(image.thumbnail, width="stretch")
-    right.subheader(markdown_text(Path(image.path).name))
+    stored = image_path(catalog, run_id, image_id)
+    right.subheader(markdown_text(Path(stored).name if stored else f"image {image_id}"))
     right.caption(markdown_text(f"label: {image.label or 'none'} · {image.width}x{image.height} · image {image_id}"))
     units = image_units(catalog, image_id, run_id, default_describer(catalog))
     if units.empty:
@@ -83,9 +84,11 @@ def probe_source(catalog: Catalog, run_id: str, image_id: int | None) -> tuple[b
     if upload is not None:
         return upload.getvalue(), markdown_text(upload.name)
     if image_id is not None and st.toggle("Probe this page's image", key="probe_stored"):
-        record = catalog.image(image_id)
-        path = Path(catalog.run(run_id).probe_root) / record.path
-        return (path.read_bytes() if path.is_file() else record.thumbnail), markdown_text(path.name)
+        record, stored = catalog.image(image_id), image_path(catalog, run_id, image_id)
+        path = Path(stored) if stored else None
+        if path is not None and path.is_file():
+            return path.read_bytes(), markdown_text(path.name)
+        return record.thumbnail, f"image {image_id} (its thumbnail: the file is not where the run read it)"
     return None, ""
 
 

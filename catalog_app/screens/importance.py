@@ -12,7 +12,7 @@ import streamlit as st
 
 from catalog_app.common import open_catalog
 from catalog_app.text import markdown_text
-from milan_core.applications.importance import RANDOM, stored_ablations, stored_checks, stored_curves, summarise_curves
+from milan_core.applications.importance import RANDOM, summarise_curves
 from milan_core.catalog.browse import has_ablations
 
 HOW = "python -m milan_core ablate --catalog CATALOG --images ../shared/data/imagenet-samples"
@@ -47,7 +47,7 @@ def main() -> None:
     if not has_ablations(catalog):
         st.info(f"No ablation results in this catalog yet; make some with: {HOW}")
         return
-    studies = stored_ablations(catalog)
+    studies = catalog.ablations()
     labels = {
         row.ablation_id: f"{row.run_id} · {', '.join(row.layers)} · {row.n_images} images of {row.images}"
         for row in studies.itertuples()
@@ -58,9 +58,9 @@ def main() -> None:
         f"{study.n_units} units of {', '.join(study.layers)}, descriptions by {study.describer}; "
         f"{study.n_images} labelled images; stored {study.created_at:%Y-%m-%d %H:%M}"
     ))
-    summary = summarise_curves(stored_curves(catalog, chosen))
+    summary = summarise_curves(catalog.ablation_curves(chosen))
     st.plotly_chart(curves_figure(summary), width="stretch")
-    checks = stored_checks(catalog, chosen)
+    checks = catalog.ablation_checks(chosen)
     if not checks.empty:
         st.subheader("Class-specific check")
         st.caption("Accuracy drop (points) on the concept's images and on the others when the units whose "

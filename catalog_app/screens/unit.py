@@ -36,7 +36,7 @@ AUTHOR = "notes_author"
 def histogram(unit: Any, threshold: float) -> go.Figure:
     """The unit's activation histogram over the probe set, with the stored and the chosen threshold."""
     counts = np.asarray(unit.hist, dtype=float)
-    edges = np.linspace(unit.hist_lo, unit.hist_hi, len(counts) + 1)
+    edges = np.linspace(unit.act_min, unit.act_max, len(counts) + 1)
     figure = go.Figure(go.Bar(x=(edges[:-1] + edges[1:]) / 2, y=counts, width=np.diff(edges), marker_color="#5b7fa6"))
     figure.add_vline(x=unit.threshold, line_dash="dot", annotation_text=f"stored threshold ({unit.quantile:.3g} quantile)")
     if threshold != unit.threshold:

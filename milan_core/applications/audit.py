@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import pandas as pd
 
 from milan_core.catalog import Catalog
-from milan_core.errors import UserError
 from milan_core.catalog.search import DEFAULT_MIN_SIMILARITY, search_units
+from milan_core.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ def matching_units(
     """
     if not query.strip():
         raise UserError("--query is empty; give a word or phrase such as \"face\"")
-    total = int(catalog.query("SELECT count(*) AS n FROM units").n.iloc[0])
+    total = catalog.unit_count()
     found = search_units(
         catalog, query, run_ids=run_ids, describer=describer, limit=total,
         min_similarity=min_similarity, layers=tuple(layers), candidates=candidates,
@@ -68,11 +68,7 @@ def matching_units(
 
 def layer_counts(catalog: Catalog, units: pd.DataFrame, run_ids: Sequence[str]) -> pd.DataFrame:
     """run_id, layer, layer_index, matches, units, share for every layer of the runs."""
-    layers = catalog.query(
-        "SELECT run_id, layer, layer_index, n_units AS units FROM layers WHERE list_contains(?, run_id) "
-        "ORDER BY run_id, layer_index",
-        [list(run_ids)],
-    )
+    layers = catalog.layers_of_runs(list(run_ids)).drop(columns="kind")
     matches = units.groupby(["run_id", "layer"]).size().rename("matches").reset_index()
     counts = layers.merge(matches, on=["run_id", "layer"], how="left").fillna({"matches": 0})
     counts["matches"] = counts.matches.astype(int)
@@ -90,7 +86,9 @@ def audit(
 
 def side_by_side(counts: pd.DataFrame) -> pd.DataFrame:
     """Layers as rows, runs as columns, cells 'matches/units (share%)'."""
-    cells = counts.assign(cell=[f"{m}/{u} ({100 * s:.1f}%)" for m, u, s in zip(counts.matches, counts.units, counts.share)])
+    cells = counts.assign(
+        cell=[f"{m}/{u} ({100 * s:.1f}%)" for m, u, s in zip(counts.matches, counts.units, counts.share)]
+    )
     order = cells.sort_values("layer_index").layer.drop_duplicates()
     table = cells.pivot(index="layer", columns="run_id", values="cell").reindex(order).fillna("-")
     table.columns.name = None
@@ -120,17 +118,7 @@ def audit_id(result: Audit) -> str:
 def store_audit(catalog_path: Path, result: Audit) -> str:
     """Write the audit and its units in one transaction."""
     key = audit_id(result)
-    with Catalog(catalog_path, writable=True) as catalog, catalog.transaction() as con:
-        con.execute("DELETE FROM audit_units WHERE audit_id = ?", [key])
-        con.execute("DELETE FROM audits WHERE audit_id = ?", [key])
-        con.execute(
-            "INSERT INTO audits VALUES (?, ?, ?, ?, ?, now())",
-            [key, result.query, result.run_ids, result.describer, result.min_similarity],
-        )
-        con.register("new_audit_units", result.units[["unit_id", "rank_score", "similarity", "keyword_hit"]])
-        con.execute(
-            "INSERT INTO audit_units SELECT ?, unit_id, rank_score, similarity, keyword_hit FROM new_audit_units",
-            [key],
-        )
-        con.unregister("new_audit_units")
+    with Catalog(catalog_path, writable=True) as catalog:
+        catalog.store_audit(key, result.query, result.run_ids, result.describer, result.min_similarity,
+                            result.units[["unit_id", "rank_score", "similarity", "keyword_hit"]])
     return key

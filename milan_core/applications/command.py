@@ -10,22 +10,21 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import torch
 
 from milan_core.applications import audit as audit_module
-from milan_core.applications import concepts
-from milan_core.applications import importance
+from milan_core.applications import concepts, importance
 from milan_core.applications.editing import edit_payload
 from milan_core.applications.evaluation import AblationEvaluator, load_labelled_probe
 from milan_core.catalog import Catalog, RunRecord
-from milan_core.cli import DEFAULT_CATALOG
+from milan_core.catalog.search import DEFAULT_MIN_SIMILARITY
+from milan_core.config import CATALOG_PATH, EVAL_BATCH_SIZE
 from milan_core.errors import UserError
 from milan_core.models import LoadedModel, load_recorded_model
-from milan_core.catalog.search import DEFAULT_MIN_SIMILARITY
 
 DEFAULT_ORDERS = "animal,artefact,colour,texture,specificity"
 DEFAULT_CONCEPTS = "dog,bird,car"
@@ -95,7 +94,8 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     if checks:
         print()
         print(importance.format_checks(checks))
-    print(f"\n{len(probe.labels)} images, {len(units)} units of {', '.join(layers)}; curves in {csv} and {args.catalog}")
+    print(f"\n{len(probe.labels)} images, {len(units)} units of {', '.join(layers)}; "
+          f"curves in {csv} and {args.catalog}")
     return 0
 
 
@@ -114,12 +114,12 @@ def cmd_edit(args: argparse.Namespace) -> int:
     out = Path(args.out)
     with staged_file(out) as partial:
         torch.save(edit_payload(model, units, run.run_id, args.query), partial)
-        with Catalog(args.catalog, writable=True) as catalog, catalog.transaction() as con:
-            con.execute(
-                "INSERT OR REPLACE INTO edits VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, now())",
-                [str(out.resolve()), run.run_id, args.query, matches.key.tolist(), str(out.resolve()),
-                 str(probe.root.resolve()), len(probe.labels), before, after],
-            )
+        with Catalog(args.catalog, writable=True) as catalog:
+            catalog.store_edit({
+                "edit_id": str(out.resolve()), "run_id": run.run_id, "query": args.query,
+                "units": matches.key.tolist(), "path": str(out.resolve()), "images": str(probe.root.resolve()),
+                "n_images": len(probe.labels), "accuracy_before": before, "accuracy_after": after,
+            })
     print(f"switched off {len(matches)} unit(s) of run {run.run_id} matching {args.query!r}: "
           f"{', '.join(matches.key[:10])}{' ...' if len(matches) > 10 else ''}")
     print(f"top-1 accuracy on {len(probe.labels)} images of {probe.root}: "
@@ -129,7 +129,7 @@ def cmd_edit(args: argparse.Namespace) -> int:
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--catalog", type=Path, default=DEFAULT_CATALOG, help="catalog file (DuckDB)")
+    parser.add_argument("--catalog", type=Path, default=CATALOG_PATH, help="catalog file (DuckDB)")
     parser.add_argument("--describer", default=None, help="whose descriptions to read (default: the most used)")
 
 
@@ -143,9 +143,10 @@ def _matching(parser: argparse.ArgumentParser) -> None:
 def _evaluation(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run", default=None, help="run id (default: the newest run)")
     parser.add_argument("--images", default=None,
-                        help="labelled images: ImageNet-named files or one folder per class (default: the run's probe set)")
+                        help="labelled images: ImageNet-named files or one folder per class "
+                        "(default: the run's probe set)")
     parser.add_argument("--max-images", type=int, default=None, help="use only the first N images")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=EVAL_BATCH_SIZE)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -161,7 +162,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _common(ablate)
     _evaluation(ablate)
     ablate.add_argument("--order", default=DEFAULT_ORDERS,
-                        help=f"comma-separated orders among {', '.join(importance.ORDERS)} (random is always the reference)")
+                        help=f"comma-separated orders among {', '.join(importance.ORDERS)} "
+                        "(random is always the reference)")
     ablate.add_argument("--layers", default=None, help="comma-separated layers (default: the run's deepest conv layer)")
     ablate.add_argument("--seeds", type=int, default=importance.MIN_SEEDS, help="random orders for the reference band")
     ablate.add_argument("--steps", type=int, default=10, help="evaluations along each order")

@@ -9,9 +9,9 @@ dropped (the full model runs every time) if it does not reproduce the model's ou
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 import torch

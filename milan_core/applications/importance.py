@@ -9,10 +9,9 @@ images more than the others, and more than as many random units.
 
 from __future__ import annotations
 
-import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -36,9 +35,7 @@ def chosen_layers(catalog: Catalog, run_id: str, layers: Sequence[str] | None) -
     The deepest conv layer is the default because it is where descriptions are most semantic and
     the cached forward pass makes each evaluation cheap; logit layers (flat) are never a default.
     """
-    table = catalog.query(
-        "SELECT layer, kind FROM layers WHERE run_id = ? ORDER BY layer_index", [run_id]
-    )
+    table = catalog.layers(run_id)
     if layers:
         unknown = [layer for layer in layers if layer not in set(table.layer)]
         if unknown:
@@ -52,11 +49,7 @@ def chosen_layers(catalog: Catalog, run_id: str, layers: Sequence[str] | None) -
 
 def pick_describer(catalog: Catalog, run_id: str, describer: str | None) -> str:
     """The describer asked for, else the one that described most of the run's units."""
-    counts = catalog.query(
-        "SELECT d.describer, count(*) AS n FROM descriptions d JOIN units u USING (unit_id) "
-        "WHERE u.run_id = ? GROUP BY d.describer ORDER BY n DESC, d.describer",
-        [run_id],
-    )
+    counts = catalog.describer_counts(run_id)
     if counts.empty:
         raise UserError(
             f"run {run_id!r} has no descriptions yet; describe it first "
@@ -71,13 +64,7 @@ def pick_describer(catalog: Catalog, run_id: str, describer: str | None) -> str:
 
 def layer_units(catalog: Catalog, run_id: str, layers: Sequence[str], describer: str) -> pd.DataFrame:
     """Every unit of the layers (layer, unit, key, description — None where undescribed)."""
-    return catalog.query(
-        "SELECT u.unit_id, u.layer, u.unit, u.layer || ':' || u.unit AS key, d.description "
-        "FROM units u JOIN layers l USING (run_id, layer) "
-        "LEFT JOIN descriptions d ON d.unit_id = u.unit_id AND d.describer = ? "
-        "WHERE u.run_id = ? AND list_contains(?, u.layer) ORDER BY l.layer_index, u.unit",
-        [describer, run_id, list(layers)],
-    )
+    return catalog.layer_units(run_id, list(layers), describer)
 
 
 def unit_order(units: pd.DataFrame, order: str, seed: int = 0) -> list[UnitKey]:
@@ -225,7 +212,8 @@ def checks_table(checks: Sequence[ClassCheck]) -> pd.DataFrame:
 
 def format_checks(checks: Sequence[ClassCheck]) -> str:
     """The class-specific check as a printable table of accuracy drops (points)."""
-    header = f"{'concept':12s} {'units':>5s} {'images':>6s} {'drop on X':>9s} {'drop others':>11s} {'random drop on X':>17s}"
+    header = (f"{'concept':12s} {'units':>5s} {'images':>6s} {'drop on X':>9s} {'drop others':>11s} "
+              f"{'random drop on X':>17s}")
     lines = [header]
     for c in checks:
         if not c.n_units or not c.n_concept_images:
@@ -253,40 +241,10 @@ def store_ablation(
 ) -> str:
     """Write one ablation study (replacing an earlier one with the same id) in one transaction."""
     key = ablation_id(run_id, probe.root, layers)
-    with Catalog(catalog_path, writable=True) as catalog, catalog.transaction() as con:
-        for table in ("ablation_curves", "ablation_checks", "ablations"):
-            con.execute(f"DELETE FROM {table} WHERE ablation_id = ?", [key])
-        con.execute(
-            "INSERT INTO ablations VALUES (?, ?, ?, ?, ?, ?, ?, ?, now())",
-            [key, run_id, describer, str(Path(probe.root).resolve()), len(probe.labels), list(layers),
-             n_units, json.dumps(config)],
-        )
-        con.register("new_curves", curves.assign(ablation_id=key))
-        con.execute(
-            "INSERT INTO ablation_curves SELECT ablation_id, curve, seed, step, n_ablated, fraction, accuracy "
-            "FROM new_curves"
-        )
-        con.unregister("new_curves")
-        if not checks.empty:
-            con.register("new_checks", checks.assign(ablation_id=key))
-            con.execute(
-                "INSERT INTO ablation_checks SELECT ablation_id, concept, n_units, n_concept_images, "
-                "n_other_images, concept_before, concept_after, other_before, other_after, "
-                "random_concept_after, random_concept_sd, random_other_after FROM new_checks"
-            )
-            con.unregister("new_checks")
+    ablation = {
+        "ablation_id": key, "run_id": run_id, "describer": describer, "images": str(Path(probe.root).resolve()),
+        "n_images": len(probe.labels), "layers": list(layers), "n_units": n_units, "config": config,
+    }
+    with Catalog(catalog_path, writable=True) as catalog:
+        catalog.store_ablation(ablation, curves, checks)
     return key
-
-
-def stored_ablations(catalog: Catalog) -> pd.DataFrame:
-    return catalog.query("SELECT * FROM ablations ORDER BY created_at DESC")
-
-
-def stored_curves(catalog: Catalog, key: str) -> pd.DataFrame:
-    return catalog.query(
-        "SELECT * FROM ablation_curves WHERE ablation_id = ? ORDER BY curve, seed, step", [key]
-    )
-
-
-def stored_checks(catalog: Catalog, key: str) -> pd.DataFrame:
-    return catalog.query("SELECT * FROM ablation_checks WHERE ablation_id = ? ORDER BY concept", [key])

@@ -44,9 +44,10 @@ def exemplar_rows(catalog: Catalog, unit_ids: Sequence[int], k: int | None = Non
     image id, path and thumbnail, in unit then rank order (one query for a page of cards)."""
     return catalog.query(
         "SELECT e.unit_id, e.rank, e.image_id, e.activation, e.amap_min, e.amap_max, e.amap, u.threshold, "
-        "l.map_height, l.map_width, i.path, i.thumbnail FROM exemplars e "
+        "l.map_height, l.map_width, p.path, i.thumbnail FROM exemplars e "
         "JOIN units u ON u.unit_id = e.unit_id JOIN layers l ON l.run_id = u.run_id AND l.layer = u.layer "
         "JOIN images i ON i.image_id = e.image_id "
+        "JOIN run_images p ON p.run_id = u.run_id AND p.image_id = e.image_id "
         "WHERE e.unit_id IN (SELECT unnest(?::BIGINT[])) AND (? IS NULL OR e.rank < ?) ORDER BY e.unit_id, e.rank",
         [_ids(unit_ids), k, k],
     )
@@ -89,6 +90,14 @@ def description_of(catalog: Catalog, unit_id: int, describer: str | None) -> pd.
     """The unit's description by ``describer`` (every stored column), or None."""
     frame = catalog.query("SELECT * FROM descriptions WHERE unit_id = ? AND describer = ?", [int(unit_id), describer])
     return None if frame.empty else frame.iloc[0]
+
+
+def image_path(catalog: Catalog, run_id: str, image_id: int) -> str | None:
+    """Where the run read the image (its resolved path), or None if the run did not use it."""
+    row = catalog.con.execute(
+        "SELECT path FROM run_images WHERE run_id = ? AND image_id = ?", [run_id, int(image_id)]
+    ).fetchone()
+    return None if row is None else row[0]
 
 
 def descriptions_of(catalog: Catalog, unit_ids: Sequence[int], describer: str | None) -> pd.DataFrame:
@@ -196,8 +205,8 @@ def export_rows(catalog: Catalog, unit_ids: Sequence[int], describer: str | None
                 SELECT u.unit_id, u.run_id, r.model, u.layer, u.unit, u.layer || ':' || u.unit AS key, d.describer,
                        d.description, d.score, d.log_p_given_e, d.log_p, d.confidence, d.evidence_type,
                        u.threshold, u.act_mean, u.act_max,
-                       (SELECT string_agg(rtrim(r.probe_root, '/') || '/' || i.path, ';' ORDER BY e.rank)
-                          FROM exemplars e JOIN images i USING (image_id) WHERE e.unit_id = u.unit_id)
+                       (SELECT string_agg(p.path, ';' ORDER BY e.rank) FROM exemplars e JOIN run_images p
+                          ON p.run_id = u.run_id AND p.image_id = e.image_id WHERE e.unit_id = u.unit_id)
                            AS exemplar_paths,
                        (SELECT string_agg(printf('%.4f', e.activation), ';' ORDER BY e.rank)
                           FROM exemplars e WHERE e.unit_id = u.unit_id) AS exemplar_activations

@@ -2,18 +2,25 @@
 
 Every table the project writes is created here, and ``SCHEMA_VERSION`` says which shape a catalog
 file has. A reader that finds a newer version than it knows refuses the file with a sentence
-instead of misreading it; an older file is migrated forward by ``MIGRATIONS``.
+instead of misreading it; an older file is brought forward by ``milan_core.catalog.migrate``
+(``python -m milan_core migrate --catalog FILE``). Changing a table here means bumping
+``SCHEMA_VERSION`` and appending one step to ``migrate.MIGRATIONS``; a test checks that migrating
+the oldest schema ends exactly at this one.
 
 Unit ids are global integers (``units.unit_id``) so that exemplars, descriptions and results of
 the applications can point at a unit with one column; the human-readable id used in links, exports
-and logs is ``layer:unit`` within a run.
+and logs is ``layer:unit`` within a run. ``CASCADE`` says, once, which rows belong to which (what
+a foreign key with ON DELETE CASCADE would say, which DuckDB does not offer), so that deleting a
+run never names every table by hand.
 """
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 1
+from dataclasses import dataclass
 
-#: Ordered DDL statements for version 1. Every statement is idempotent so that opening a catalog
+SCHEMA_VERSION = 2
+
+#: Ordered DDL statements of the current version. Every statement is idempotent so that opening a catalog
 #: for writing can always run them.
 DDL: tuple[str, ...] = (
     """
@@ -29,7 +36,7 @@ DDL: tuple[str, ...] = (
         run_id        VARCHAR PRIMARY KEY,
         model         VARCHAR NOT NULL,
         layers        VARCHAR[] NOT NULL,
-        probe_root    VARCHAR NOT NULL,
+        probe_root    VARCHAR NOT NULL,     -- resolved folder the probe images were read from
         config        JSON NOT NULL,
         code_version  VARCHAR NOT NULL,
         created_at    TIMESTAMP NOT NULL,
@@ -52,7 +59,7 @@ DDL: tuple[str, ...] = (
     )
     """,
     # Per-unit activation statistics over every spatial position of every probe image.
-    # hist_* is a coarse histogram (counts over equal bins from hist_lo to hist_hi) for plots.
+    # hist is a coarse histogram (counts over equal bins from act_min to act_max) for plots.
     """
     CREATE TABLE IF NOT EXISTS units (
         unit_id    BIGINT PRIMARY KEY,
@@ -65,24 +72,31 @@ DDL: tuple[str, ...] = (
         act_std    REAL NOT NULL,
         act_min    REAL NOT NULL,
         act_max    REAL NOT NULL,
-        hist_lo    REAL NOT NULL,
-        hist_hi    REAL NOT NULL,
         hist       INTEGER[] NOT NULL,
         UNIQUE (run_id, layer, unit)
     )
     """,
     # Images that appear as an exemplar of some unit, stored once per content hash however many
     # units or runs use them. The thumbnail is the model's own view (after resize and crop), so
-    # activation maps line up with it.
+    # activation maps line up with it. Where the file is belongs to a run (run_images): two runs
+    # may have read the same photo from two folders.
     """
     CREATE TABLE IF NOT EXISTS images (
         image_id   BIGINT PRIMARY KEY,
         sha256     VARCHAR NOT NULL UNIQUE,
-        path       VARCHAR NOT NULL,
         width      INTEGER NOT NULL,
         height     INTEGER NOT NULL,
         label      VARCHAR,
         thumbnail  BLOB NOT NULL
+    )
+    """,
+    # The resolved path of each stored image as one run read it.
+    """
+    CREATE TABLE IF NOT EXISTS run_images (
+        run_id    VARCHAR NOT NULL,
+        image_id  BIGINT NOT NULL,
+        path      VARCHAR NOT NULL,
+        PRIMARY KEY (run_id, image_id)
     )
     """,
     # The k top-activating images of a unit. amap holds the unit's activation map at feature-map
@@ -214,5 +228,34 @@ DDL: tuple[str, ...] = (
     """,
 )
 
-#: Statements that bring a catalog of version ``v`` to ``v + 1``, keyed by ``v``.
-MIGRATIONS: dict[int, tuple[str, ...]] = {}
+
+
+@dataclass(frozen=True)
+class Link:
+    """Rows of ``table`` belong to the row of ``parent`` whose ``parent_key`` equals their ``column``."""
+
+    table: str
+    column: str
+    parent: str
+    parent_key: str
+
+
+#: Which rows go when their owner goes. A new table that hangs off a run, a unit or a result adds
+#: one line here, and deleting a run takes its rows with it.
+CASCADE: tuple[Link, ...] = (
+    Link("layers", "run_id", "runs", "run_id"),
+    Link("units", "run_id", "runs", "run_id"),
+    Link("run_images", "run_id", "runs", "run_id"),
+    Link("exemplars", "unit_id", "units", "unit_id"),
+    Link("descriptions", "unit_id", "units", "unit_id"),
+    Link("candidates", "unit_id", "units", "unit_id"),
+    Link("audit_units", "unit_id", "units", "unit_id"),
+    Link("audit_units", "audit_id", "audits", "audit_id"),
+    Link("ablations", "run_id", "runs", "run_id"),
+    Link("ablation_curves", "ablation_id", "ablations", "ablation_id"),
+    Link("ablation_checks", "ablation_id", "ablations", "ablation_id"),
+    Link("edits", "run_id", "runs", "run_id"),
+)
+
+#: The tables a dissection itself writes; everything else under a run is derived from them.
+DISSECTION_TABLES = frozenset({"runs", "layers", "units", "run_images", "exemplars"})

