@@ -37,9 +37,9 @@ sys.path.insert(0, str(ROOT))
 from catalog_app.render import draw_exemplars, strip  # noqa: E402
 from catalog_app.views import CARD_EXEMPLARS  # noqa: E402
 from milan_core.catalog import Catalog, RunRecord, RunTables  # noqa: E402
-from milan_core.embedding import embed  # noqa: E402
 from milan_core.catalog.browse import exemplar_rows  # noqa: E402
 from milan_core.catalog.search import search_units  # noqa: E402
+from milan_core.embedding import embed  # noqa: E402
 
 IMAGES = ROOT.parent / "shared" / "data" / "imagenet-samples"
 LAYERS = 10
@@ -87,7 +87,8 @@ def run_tables(units_per_layer: int, images: pd.DataFrame, rng: np.random.Genera
         "layer": np.repeat(units.layer.to_numpy(), K), "unit": np.repeat(units.unit.to_numpy(), K),
         "rank": np.tile(np.arange(K, dtype=np.int16), n), "activation": rng.random(n * K, dtype=np.float32),
         "amap_min": np.repeat(mean - 1.0, K), "amap_max": np.repeat(mean + 4.0, K),
-        "amap": [row.tobytes() for row in codes], "sha256": images.sha256.to_numpy()[rng.integers(0, len(images), n * K)],
+        "amap": [row.tobytes() for row in codes],
+        "sha256": images.sha256.to_numpy()[rng.integers(0, len(images), n * K)],
     })
     run = RunRecord(run_id="bench-100k", model="synthetic", layers=names, probe_root=str(IMAGES), config={},
                     code_version="bench", n_images=len(images), n_skipped=0, seconds=0.0, timings={})
@@ -109,7 +110,8 @@ def add_descriptions(catalog: Catalog, rng: np.random.Generator) -> None:
         "embedding": [vectors[i] for i in pick],
     })
     candidates = pd.DataFrame({
-        "unit_id": np.repeat(unit_ids, 3), "describer": "evidence", "rank": np.tile(np.arange(3, dtype=np.int16), len(unit_ids)),
+        "unit_id": np.repeat(unit_ids, 3), "describer": "evidence",
+        "rank": np.tile(np.arange(3, dtype=np.int16), len(unit_ids)),
         "text": [phrases[i] for i in rng.integers(0, len(phrases), 3 * len(unit_ids))],
         "log_p_given_e": -1.0, "log_p": -3.0, "score": 0.0,
     })

@@ -17,7 +17,8 @@ import streamlit as st  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
 from catalog_app.common import close_catalogs  # noqa: E402
-from catalog_app.navigation import SHORTCUTS, install as install_navigation  # noqa: E402
+from catalog_app.navigation import SHORTCUTS  # noqa: E402
+from catalog_app.navigation import install as install_navigation  # noqa: E402
 
 #: The built-in pages in menu order: (file in screens/, title, icon).
 BUILT_IN = (

@@ -7,8 +7,8 @@ How the app is put together (``streamlit run catalog_app/app.py``):
   and a writer (``dissect``, ``describe``) can always get at it between runs.
 * Each page is a plain script in ``catalog_app/screens/`` (not ``pages/``: Streamlit runs a file
   there by itself when its URL is opened directly, bypassing ``app.py``, its navigation and its
-  closing of the catalog). **To add a page, drop a ``.py`` file there**: ``app.py`` lists it after the built-in pages, titled from its file name
-  (``audit.py`` -> "Audit", URL ``/audit``). A page starts with::
+  closing of the catalog). **To add a page, drop a ``.py`` file there**: ``app.py`` lists it after
+  the built-in pages, titled from its file name (``audit.py`` -> "Audit", URL ``/audit``). A page starts with::
 
       from catalog_app.common import open_catalog
 
@@ -20,8 +20,9 @@ How the app is put together (``streamlit run catalog_app/app.py``):
   view is a link someone can share. Link to a unit with ``unit_link(run_id, key)``.
 * ``open_catalog()`` draws the sidebar's catalog list (call it once per page run): the catalogs
   under ``MILAN_CATALOG_DIRS`` (default: the folder of ``MILAN_CATALOG``, else of
-  ``data/catalog.duckdb``), the default one first; opens the chosen one read-only; and when it is missing, empty, or from a newer
-  schema, says so in one sentence with the command to make one and returns None (never a traceback).
+  ``data/catalog.duckdb``), the default one first; opens the chosen one read-only; and when it is
+  missing, empty, or from a newer schema, says so in one sentence with the command to make one
+  and returns None (never a traceback).
 * Text from the catalog, the URL or a person goes through ``catalog_app.text.markdown_text``
   before any element that reads markdown (captions, info boxes, labels), or into ``st.text``.
 * Cache with ``st.cache_data`` on ``catalog_key(catalog)`` (path and modification time), passing the
@@ -117,8 +118,12 @@ def catalog_path() -> Path:
         return default_catalog_path()
     remembered = st.session_state.get(PATH_KEY)
     st.sidebar.selectbox(
-        "Catalog", listed, index=listed.index(remembered) if remembered in listed else 0, key=FIELD_KEY,
-        format_func=_catalog_label, on_change=_remember_path,
+        "Catalog",
+        listed,
+        index=listed.index(remembered) if remembered in listed else 0,
+        key=FIELD_KEY,
+        format_func=_catalog_label,
+        on_change=_remember_path,
         help=f"The DuckDB catalogs made by `python -m milan_core dissect` in the folders ${CATALOG_DIRS_ENV} names.",
     )
     return Path(st.session_state.get(FIELD_KEY) or listed[0])
@@ -176,6 +181,8 @@ def unit_link(run_id: str, key: str, label: str | None = None, bold: bool = Fals
     shown as text (``bold`` in bold)."""
     text = markdown_text(label or key)
     st.page_link(
-        UNIT_PAGE, label=f"**{text}**" if bold else text, query_params={"run": run_id, "unit": key},
+        UNIT_PAGE,
+        label=f"**{text}**" if bold else text,
+        query_params={"run": run_id, "unit": key},
         icon=":material/open_in_new:",
     )

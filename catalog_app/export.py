@@ -8,7 +8,7 @@ directly; then what people said about the unit (agree/disagree with its descript
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import pandas as pd
 
@@ -18,7 +18,13 @@ from milan_core.catalog.notes import Notes
 from milan_core.catalog.search import default_describer
 
 EXPORT_COLUMNS = (
-    "rank", *EXPORT_UNIT_COLUMNS, "exemplar_paths", "exemplar_activations", "agree", "disagree", "labels",
+    "rank",
+    *EXPORT_UNIT_COLUMNS,
+    "exemplar_paths",
+    "exemplar_activations",
+    "agree",
+    "disagree",
+    "labels",
 )
 
 

@@ -18,7 +18,9 @@ from pathlib import Path
 import streamlit.components.v1 as components
 
 SCRIPT = (Path(__file__).with_name("navigation.js")).read_text(encoding="utf-8")
-SHORTCUTS = "Keys: / search box · j next unit · k previous unit (on a unit's page) · browser Back returns to the results"
+SHORTCUTS = (
+    "Keys: / search box · j next unit · k previous unit (on a unit's page) · browser Back returns to the results"
+)
 
 
 #: The frame's own script: add navigation.js to the app's document unless a frame did already.

@@ -40,7 +40,9 @@ class ProbeResult:
 def read_upload(data: bytes) -> Image.Image:
     """An uploaded file as an RGB picture, or a UserError in one sentence (not an image, too big)."""
     if len(data) > MAX_UPLOAD_BYTES:
-        raise UserError(f"that file is {len(data) / 2**20:.0f} MB; the probe takes photos up to {MAX_UPLOAD_BYTES // 2**20} MB")
+        raise UserError(
+            f"that file is {len(data) / 2**20:.0f} MB; the probe takes photos up to {MAX_UPLOAD_BYTES // 2**20} MB"
+        )
     try:
         picture = Image.open(io.BytesIO(data))
         if picture.width * picture.height > MAX_UPLOAD_PIXELS:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -123,7 +122,11 @@ def draw_exemplars(
 
 
 def highlighted_exemplars(
-    catalog: Catalog, unit_id: int, threshold: float | None = None, k: int | None = None, size: int | None = None,
+    catalog: Catalog,
+    unit_id: int,
+    threshold: float | None = None,
+    k: int | None = None,
+    size: int | None = None,
     style: str = "dim",
 ) -> list[tuple[Image.Image, str]]:
     """A unit's exemplars drawn with their regions at ``threshold`` (default: the unit's), with captions."""

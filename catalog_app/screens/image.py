@@ -73,7 +73,9 @@ def stored_image_units(catalog: Catalog, run_id: str, image_id: int) -> None:
 
     def draw(row):
         amap = dequantise(bytes(row.amap), row.amap_min, row.amap_max, row.map_height, row.map_width)
-        return highlight(image.thumbnail, amap, row.threshold, SHOWN), f"exemplar #{row.rank + 1} · {row.activation:.2f}"
+        return highlight(
+            image.thumbnail, amap, row.threshold, SHOWN
+        ), f"exemplar #{row.rank + 1} · {row.activation:.2f}"
 
     tiles(units, draw)
 
@@ -95,8 +97,10 @@ def probe_source(catalog: Catalog, run_id: str, image_id: int | None) -> tuple[b
 def live_probe(catalog: Catalog, run_id: str, image_id: int | None) -> None:
     """Upload → the run's model with hooks → the units that fire most on it, per layer."""
     st.subheader("Live probe")
-    st.caption("Runs this run's model on a photo of yours and lists, per layer, the units that fire most on it "
-               "relative to their best probe image (strength = peak / the unit's largest probe-set activation).")
+    st.caption(
+        "Runs this run's model on a photo of yours and lists, per layer, the units that fire most on it "
+        "relative to their best probe image (strength = peak / the unit's largest probe-set activation)."
+    )
     data, name = probe_source(catalog, run_id, image_id)
     if data is None:
         return
@@ -112,11 +116,14 @@ def live_probe(catalog: Catalog, run_id: str, image_id: int | None) -> None:
     result: ProbeResult = probe(model, picture, units)
     best = strongest(result, PER_LAYER)
     described = image_descriptions(catalog, best)
-    st.caption(f"{name}: {len(best)} unit(s) above their threshold shown, probed in "
-               f"{time.perf_counter() - started:.2f} s")
+    st.caption(
+        f"{name}: {len(best)} unit(s) above their threshold shown, probed in {time.perf_counter() - started:.2f} s"
+    )
 
     def draw(row):
-        return highlight(result.thumbnail, row.amap, row.threshold, SHOWN), f"strength {row.strength:.2f} · peak {row.peak:.2f}"
+        return highlight(
+            result.thumbnail, row.amap, row.threshold, SHOWN
+        ), f"strength {row.strength:.2f} · peak {row.peak:.2f}"
 
     tiles(described, draw)
 

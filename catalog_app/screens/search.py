@@ -17,12 +17,11 @@ import streamlit as st
 
 from catalog_app.common import CatalogKey, catalog_key, open_catalog
 from catalog_app.export import export_csv
-from catalog_app.render import STYLES
 from catalog_app.text import markdown_text
-from catalog_app.views import basket, card_grid, picked
+from catalog_app.views import basket, card_grid, match_controls, picked, region_style
 from milan_core.catalog import Catalog
 from milan_core.catalog.browse import layer_names
-from milan_core.catalog.search import DEFAULT_MIN_SIMILARITY, default_describer, describers, meaning_ready, search_units
+from milan_core.catalog.search import default_describer, describers, meaning_ready, search_units
 
 PAGE_SIZE = 24
 EVIDENCE_TYPES = ("object", "scene", "colour", "texture", "position", "shape", "none")
@@ -37,7 +36,11 @@ def cached_search(_catalog: Catalog, key: CatalogKey, query: str, options: tuple
 @st.cache_data(show_spinner=False)
 def catalog_choices(_catalog: Catalog, key: CatalogKey) -> dict[str, list[str]]:
     """Runs, layers (in layer order) and describers present in the catalog, for the filter controls."""
-    return {"runs": _catalog.runs().run_id.tolist(), "layers": layer_names(_catalog), "describers": describers(_catalog)}
+    return {
+        "runs": _catalog.runs().run_id.tolist(),
+        "layers": layer_names(_catalog),
+        "describers": describers(_catalog),
+    }
 
 
 def filter_controls(choices: dict[str, list[str]]) -> dict[str, Any]:
@@ -46,29 +49,23 @@ def filter_controls(choices: dict[str, list[str]]) -> dict[str, Any]:
     bar.header("Filters")
     options: dict[str, Any] = {
         "describer": bar.selectbox("Describer", choices["describers"], key="describer", bind="query-params")
-        if len(choices["describers"]) > 1 else None,
+        if len(choices["describers"]) > 1
+        else None,
         "run_ids": tuple(bar.multiselect("Runs", choices["runs"], key="runs", bind="query-params")),
         "layers": tuple(bar.multiselect("Layers", choices["layers"], key="layer", bind="query-params")),
-        "evidence_types": tuple(
-            bar.multiselect("Evidence type", EVIDENCE_TYPES, key="evidence", bind="query-params")
-        ),
-        "min_confidence": bar.slider("Min. confidence", 0.0, 1.0, 0.0, 0.05, key="conf", bind="query-params")
-        or None,
+        "evidence_types": tuple(bar.multiselect("Evidence type", EVIDENCE_TYPES, key="evidence", bind="query-params")),
+        "min_confidence": bar.slider("Min. confidence", 0.0, 1.0, 0.0, 0.05, key="conf", bind="query-params") or None,
         "min_score": bar.number_input("Min. PMI score", value=None, step=0.5, key="score", bind="query-params"),
-        "min_iou": bar.slider("Min. segmentation IoU", 0.0, 1.0, 0.0, 0.01, key="iou", bind="query-params")
-        or None,
+        "min_iou": bar.slider("Min. segmentation IoU", 0.0, 1.0, 0.0, 0.01, key="iou", bind="query-params") or None,
         "min_act_max": bar.number_input(
-            "Min. peak activation", value=None, step=0.5, key="act", bind="query-params",
+            "Min. peak activation",
+            value=None,
+            step=0.5,
+            key="act",
+            bind="query-params",
             help="Units whose largest activation over the probe set reaches this value.",
         ),
-        "min_similarity": bar.slider(
-            "Semantic match threshold", 0.0, 1.0, DEFAULT_MIN_SIMILARITY, 0.05, key="sim", bind="query-params",
-            help="Cosine similarity (MiniLM) a description needs to match the query by meaning.",
-        ),
-        "candidates": bar.checkbox(
-            "Also match the candidates that lost", key="cand", bind="query-params",
-            help="A query word in a unit's rejected candidates counts too (the audit's --candidates).",
-        ),
+        **match_controls(bar),
     }
     return options
 
@@ -77,13 +74,23 @@ def export_controls(catalog: Catalog, query: str, options: dict[str, Any], total
     """Download the ticked units, or every unit the search and filters let through, as CSV."""
     chosen = sorted(picked())
     labels = {"selected": f"selected units ({len(chosen)})", "all": f"all filtered units ({total})"}
-    scope = st.segmented_control(
-        "Export", list(labels), format_func=labels.get, default="selected", key="scope", required=True,
-    ) or "selected"
+    scope = (
+        st.segmented_control(
+            "Export",
+            list(labels),
+            format_func=labels.get,
+            default="selected",
+            key="scope",
+            required=True,
+        )
+        or "selected"
+    )
     path, describer = catalog.path, options.get("describer")
     everything = scope == "all"
-    st.caption(f"The CSV will hold the {labels[scope]}, in rank order, with each exemplar's activation "
-               "and people's votes and labels.")
+    st.caption(
+        f"The CSV will hold the {labels[scope]}, in rank order, with each exemplar's activation "
+        "and people's votes and labels."
+    )
 
     def csv() -> bytes:  # runs on click, after this script run closed its catalog
         with Catalog(path) as own:
@@ -91,8 +98,13 @@ def export_controls(catalog: Catalog, query: str, options: dict[str, Any], total
             return export_csv(own, ids, describer)
 
     st.download_button(
-        "Download CSV", csv, file_name="units.csv", mime="text/csv", icon=":material/download:",
-        disabled=not (everything or chosen), key="download",
+        "Download CSV",
+        csv,
+        file_name="units.csv",
+        mime="text/csv",
+        icon=":material/download:",
+        disabled=not (everything or chosen),
+        key="download",
     )
 
 
@@ -125,13 +137,13 @@ def main() -> None:
     key = catalog_key(catalog)
     choices = catalog_choices(catalog, key)
     options = filter_controls(choices)
-    style = st.sidebar.radio(
-        "Regions", STYLES, key="style", bind="query-params", horizontal=True,
-        format_func={"dim": "dim the rest", "heatmap": "heatmap"}.get,
-    )
+    style = region_style(st.sidebar)
     basket()
     query = st.text_input(
-        "Search descriptions", key="q", bind="query-params", placeholder="e.g. face, stripes, blue sky",
+        "Search descriptions",
+        key="q",
+        bind="query-params",
+        placeholder="e.g. face, stripes, blue sky",
         max_chars=10_000,
     )
     options["semantic"] = not query.strip() or meaning_ready()

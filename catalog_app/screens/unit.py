@@ -18,9 +18,9 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from catalog_app.common import catalog_key, open_catalog, run_choice, unit_link
-from catalog_app.render import LEGEND, STYLES
+from catalog_app.render import LEGEND
 from catalog_app.text import markdown_text
-from catalog_app.views import basket, class_line, exemplar_pictures
+from catalog_app.views import basket, class_line, exemplar_pictures, region_style
 from milan_core.catalog import Catalog
 from milan_core.catalog.browse import candidates_of, description_of, exemplar_rows, neighbour_keys, unit_row
 from milan_core.catalog.notes import Notes
@@ -38,11 +38,16 @@ def histogram(unit: Any, threshold: float) -> go.Figure:
     counts = np.asarray(unit.hist, dtype=float)
     edges = np.linspace(unit.act_min, unit.act_max, len(counts) + 1)
     figure = go.Figure(go.Bar(x=(edges[:-1] + edges[1:]) / 2, y=counts, width=np.diff(edges), marker_color="#5b7fa6"))
-    figure.add_vline(x=unit.threshold, line_dash="dot", annotation_text=f"stored threshold ({unit.quantile:.3g} quantile)")
+    figure.add_vline(
+        x=unit.threshold, line_dash="dot", annotation_text=f"stored threshold ({unit.quantile:.3g} quantile)"
+    )
     if threshold != unit.threshold:
         figure.add_vline(x=threshold, line_color="#c77d00", annotation_text="shown", annotation_position="bottom right")
     figure.update_layout(
-        height=280, margin=dict(l=10, r=10, t=30, b=10), yaxis_type="log", xaxis_title="activation",
+        height=280,
+        margin=dict(l=10, r=10, t=30, b=10),
+        yaxis_type="log",
+        xaxis_title="activation",
         yaxis_title="positions",
     )
     return figure
@@ -58,23 +63,32 @@ def show_exemplars(catalog: Catalog, run_id: str, unit_id: int, threshold: float
         for column, ((picture, caption), image_id) in zip(st.columns(PER_ROW), shown[start : start + PER_ROW]):
             column.image(picture, caption=markdown_text(caption), width="stretch")
             with column:
-                st.page_link(IMAGE_PAGE, label="units of this image", query_params={"run": run_id, "image": str(image_id)},
-                             icon=":material/image_search:")
+                st.page_link(
+                    IMAGE_PAGE,
+                    label="units of this image",
+                    query_params={"run": run_id, "image": str(image_id)},
+                    icon=":material/image_search:",
+                )
 
 
 def show_headline(catalog: Catalog, described: pd.Series | None) -> None:
     """The chosen description and its PMI terms, or how to get descriptions."""
     if described is None:
-        st.info("This unit has no description yet; add them with: python -m milan_core describe --catalog "
-                + markdown_text(catalog.path))
+        st.info(
+            "This unit has no description yet; add them with: python -m milan_core describe --catalog "
+            + markdown_text(catalog.path)
+        )
         return
     st.subheader(f"“{markdown_text(described.description)}”")
     significance = described.get("significance")
-    st.caption(markdown_text(
-        f"{described.describer} · PMI score {described.score:.2f} · log p(d|E) {described.log_p_given_e:.2f} · "
-        f"log p(d) {described.log_p:.2f} · confidence {described.confidence:.2f} · evidence: {described.evidence_type}"
-        + (f" · significance {significance:.2g}" if significance is not None and pd.notna(significance) else "")
-    ))
+    st.caption(
+        markdown_text(
+            f"{described.describer} · PMI score {described.score:.2f} · log p(d|E) {described.log_p_given_e:.2f} · "
+            f"log p(d) {described.log_p:.2f} · confidence {described.confidence:.2f} · "
+            f"evidence: {described.evidence_type}"
+            + (f" · significance {significance:.2g}" if significance is not None and pd.notna(significance) else "")
+        )
+    )
 
 
 def show_candidates_and_evidence(catalog: Catalog, described: pd.Series) -> None:
@@ -108,7 +122,9 @@ def show_notes(catalog: Catalog, run_id: str, key: str, described: pd.Series | N
     if described is not None:
         mine = notes.author_vote(run_id, key, described.description, author())
         counts = notes.vote_counts()
-        counts = counts[(counts.run_id == run_id) & (counts.unit_key == key) & (counts.description == described.description)]
+        counts = counts[
+            (counts.run_id == run_id) & (counts.unit_key == key) & (counts.description == described.description)
+        ]
         agree, disagree = (int(counts.agree.iloc[0]), int(counts.disagree.iloc[0])) if len(counts) else (0, 0)
         left, middle, right = st.columns([1, 1, 3])
         for column, vote, word in ((left, 1, "Agree"), (middle, -1, "Disagree")):
@@ -165,16 +181,21 @@ def main() -> None:
     describer = default_describer(catalog)
     described = description_of(catalog, unit_id, describer)
     show_headline(catalog, described)
-    line = class_line(pd.Series({"unit": unit.unit, "description": None if described is None else described.description}), unit)
+    line = class_line(
+        pd.Series({"unit": unit.unit, "description": None if described is None else described.description}), unit
+    )
     if line:
         st.caption(line)
     low, high = float(unit.act_min), float(unit.act_max)
     threshold = st.slider(
-        "Threshold (redraws the regions)", low, max(high, low + 1e-6), float(unit.threshold),
-        key=f"threshold_{unit_id}", format="%.3f",
+        "Threshold (redraws the regions)",
+        low,
+        max(high, low + 1e-6),
+        float(unit.threshold),
+        key=f"threshold_{unit_id}",
+        format="%.3f",
     )
-    style = st.radio("Regions", STYLES, key="style", bind="query-params", horizontal=True,
-                     format_func={"dim": "dim the rest", "heatmap": "heatmap"}.get)
+    style = region_style()
     show_exemplars(catalog, run_id, unit_id, threshold, style)
     st.plotly_chart(histogram(unit, threshold), width="stretch")
     show_notes(catalog, run_id, key, described)

@@ -8,7 +8,8 @@ newer catalogs have (``descriptions.significance``) are read when present and Na
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import pandas as pd
 
@@ -16,8 +17,21 @@ from milan_core.catalog.connection import Catalog
 
 #: Rows of the export besides its exemplar columns (see ``export_rows``).
 EXPORT_UNIT_COLUMNS = (
-    "run_id", "model", "layer", "unit", "key", "describer", "description", "score", "log_p_given_e", "log_p",
-    "confidence", "evidence_type", "threshold", "act_mean", "act_max",
+    "run_id",
+    "model",
+    "layer",
+    "unit",
+    "key",
+    "describer",
+    "description",
+    "score",
+    "log_p_given_e",
+    "log_p",
+    "confidence",
+    "evidence_type",
+    "threshold",
+    "act_mean",
+    "act_max",
 )
 
 
@@ -112,7 +126,7 @@ def descriptions_of(catalog: Catalog, unit_ids: Sequence[int], describer: str | 
 def candidates_of(catalog: Catalog, unit_id: int, describer: str) -> pd.DataFrame:
     """Every candidate the selection rule weighed for the unit, best first."""
     return catalog.query(
-        "SELECT rank, text AS description, log_p_given_e AS \"log p(d|E)\", log_p AS \"log p(d)\", score "
+        'SELECT rank, text AS description, log_p_given_e AS "log p(d|E)", log_p AS "log p(d)", score '
         "FROM candidates WHERE unit_id = ? AND describer = ? ORDER BY rank",
         [int(unit_id), describer],
     )
@@ -122,9 +136,10 @@ def neighbour_keys(catalog: Catalog, unit_id: int) -> tuple[str | None, str | No
     """The previous and next unit of the same run and layer (``layer:unit``), None at the ends."""
     row = catalog.con.execute(
         """
-        WITH me AS (SELECT run_id, layer, unit FROM units WHERE unit_id = ?)
-        SELECT (SELECT max(u.unit) FROM units u, me WHERE u.run_id = me.run_id AND u.layer = me.layer AND u.unit < me.unit),
-               (SELECT min(u.unit) FROM units u, me WHERE u.run_id = me.run_id AND u.layer = me.layer AND u.unit > me.unit),
+        WITH me AS (SELECT run_id, layer, unit FROM units WHERE unit_id = ?),
+        layer_units AS (SELECT u.unit FROM units u, me WHERE u.run_id = me.run_id AND u.layer = me.layer)
+        SELECT (SELECT max(unit) FROM layer_units WHERE unit < (SELECT unit FROM me)),
+               (SELECT min(unit) FROM layer_units WHERE unit > (SELECT unit FROM me)),
                (SELECT layer FROM me)
         """,
         [int(unit_id)],
@@ -183,9 +198,7 @@ def top_concepts(catalog: Catalog, run_id: str, describer: str | None, per_layer
 
 def has_ablations(catalog: Catalog) -> bool:
     """Whether the catalog holds any ablation study (older catalogs have no such table)."""
-    if not catalog.query(
-        "SELECT 1 FROM information_schema.tables WHERE table_name = 'ablations'"
-    ).empty:
+    if not catalog.query("SELECT 1 FROM information_schema.tables WHERE table_name = 'ablations'").empty:
         return not catalog.query("SELECT 1 FROM ablations LIMIT 1").empty
     return False
 

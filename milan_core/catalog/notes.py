@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import sqlite3
 from contextlib import closing
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -78,7 +78,7 @@ def notes_path(catalog_path: str | Path) -> Path:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 class Notes:
@@ -132,7 +132,9 @@ class Notes:
         if not self.path.is_file():
             return None
         with closing(sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=BUSY_TIMEOUT)) as con:
-            has_tables = con.execute("SELECT count(*) FROM sqlite_master WHERE name IN ('votes', 'labels')").fetchone()[0]
+            has_tables = con.execute("SELECT count(*) FROM sqlite_master WHERE name IN ('votes', 'labels')").fetchone()[
+                0
+            ]
             return pd.read_sql_query(sql, con, params=params) if has_tables == 2 else None
 
     def vote_counts(self) -> pd.DataFrame:
@@ -151,7 +153,8 @@ class Notes:
         """A unit's labels, newest first: label, author, created_at."""
         return self._frame(
             "SELECT label, author, created_at FROM labels WHERE run_id = ? AND unit_key = ? ORDER BY label_id DESC",
-            (run_id, unit_key), ["label", "author", "created_at"],
+            (run_id, unit_key),
+            ["label", "author", "created_at"],
         )
 
     def author_vote(self, run_id: str, unit_key: str, description: str, author: str) -> int:
@@ -159,6 +162,7 @@ class Notes:
         frame = self._frame(
             "SELECT vote FROM votes WHERE run_id = ? AND unit_key = ? AND description = ? AND author = ? "
             "ORDER BY vote_id DESC LIMIT 1",
-            (run_id, unit_key, description, author), ["vote"],
+            (run_id, unit_key, description, author),
+            ["vote"],
         )
         return 0 if frame.empty else int(frame.vote.iloc[0])

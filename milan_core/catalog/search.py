@@ -36,9 +36,10 @@ from __future__ import annotations
 import re
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from functools import lru_cache
-from typing import Any, Sequence
+from typing import Any
 
 import duckdb
 import pandas as pd
@@ -91,7 +92,7 @@ class UnitFilters:
     min_act_max: float | None = None
 
     @classmethod
-    def from_keywords(cls, filters: dict[str, Any]) -> "UnitFilters":
+    def from_keywords(cls, filters: dict[str, Any]) -> UnitFilters:
         """Filters from keyword arguments; an unknown name is a UserError naming the known ones."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(filters) - known)

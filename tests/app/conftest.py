@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
-
 from described import add_descriptions
+
 from milan_core.catalog import Catalog
 
 

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 from streamlit.testing.v1 import AppTest
+from test_search import HOSTILE_QUERIES
 
 from catalog_app.common import CATALOG_DIRS_ENV
 from catalog_app.text import markdown_text
 from milan_core.catalog import Catalog
 from milan_core.catalog.notes import Notes
-from test_search import HOSTILE_QUERIES
 
 APP = str(Path(__file__).resolve().parents[2] / "catalog_app" / "app.py")
 TIMEOUT = 120

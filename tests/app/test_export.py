@@ -29,7 +29,9 @@ def test_export_has_one_row_per_unit_in_the_given_order_with_openable_exemplar_p
     assert activations == [round(a, 4) for a in stored] and activations == sorted(activations, reverse=True)
 
 
-def test_export_of_a_search_keeps_its_ranking_and_carries_votes_and_labels(described_catalog: Path, tmp_path: Path) -> None:
+def test_export_of_a_search_keeps_its_ranking_and_carries_votes_and_labels(
+    described_catalog: Path, tmp_path: Path
+) -> None:
     copy = tmp_path / "catalog.duckdb"
     copy.write_bytes(described_catalog.read_bytes())
     with Catalog(copy) as catalog:

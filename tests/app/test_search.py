@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
-
 from described import CANDIDATE_FACE_UNIT, DESCRIBER
+
+from milan_core.applications.audit import matching_units
 from milan_core.catalog import Catalog
+from milan_core.catalog.search import DEFAULT_MIN_SIMILARITY, count_matches, nearest_units, query_terms, search_units
 from milan_core.embedding import embed
 from milan_core.errors import UserError
-from milan_core.applications.audit import matching_units
-from milan_core.catalog.search import DEFAULT_MIN_SIMILARITY, count_matches, nearest_units, query_terms, search_units
 
 HOSTILE_QUERIES = (
     "face' OR 1=1 --",

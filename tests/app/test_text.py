@@ -30,4 +30,7 @@ def test_line_breaks_and_control_characters_become_spaces() -> None:
 
 
 def test_plotly_text_escapes_html() -> None:
-    assert plotly_text('<a href="https://evil.example">x</a>') == "&lt;a href=&quot;https://evil.example&quot;&gt;x&lt;/a&gt;"
+    assert (
+        plotly_text('<a href="https://evil.example">x</a>')
+        == "&lt;a href=&quot;https://evil.example&quot;&gt;x&lt;/a&gt;"
+    )
