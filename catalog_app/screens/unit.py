@@ -10,17 +10,14 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import Any
 
-import numpy as np
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 
 from catalog_app.common import catalog_key, open_catalog, run_choice, unit_link
 from catalog_app.render import LEGEND
 from catalog_app.text import markdown_text
-from catalog_app.views import basket, class_line, exemplar_pictures, region_style
+from catalog_app.views import basket, class_line, exemplar_pictures, histogram, region_style
 from milan_core.catalog import Catalog
 from milan_core.catalog.browse import candidates_of, description_of, exemplar_rows, neighbour_keys, unit_row
 from milan_core.catalog.notes import Notes
@@ -31,26 +28,6 @@ LARGE = 224
 PER_ROW = 5
 IMAGE_PAGE = "screens/image.py"
 AUTHOR = "notes_author"
-
-
-def histogram(unit: Any, threshold: float) -> go.Figure:
-    """The unit's activation histogram over the probe set, with the stored and the chosen threshold."""
-    counts = np.asarray(unit.hist, dtype=float)
-    edges = np.linspace(unit.act_min, unit.act_max, len(counts) + 1)
-    figure = go.Figure(go.Bar(x=(edges[:-1] + edges[1:]) / 2, y=counts, width=np.diff(edges), marker_color="#5b7fa6"))
-    figure.add_vline(
-        x=unit.threshold, line_dash="dot", annotation_text=f"stored threshold ({unit.quantile:.3g} quantile)"
-    )
-    if threshold != unit.threshold:
-        figure.add_vline(x=threshold, line_color="#c77d00", annotation_text="shown", annotation_position="bottom right")
-    figure.update_layout(
-        height=280,
-        margin=dict(l=10, r=10, t=30, b=10),
-        yaxis_type="log",
-        xaxis_title="activation",
-        yaxis_title="positions",
-    )
-    return figure
 
 
 def show_exemplars(catalog: Catalog, run_id: str, unit_id: int, threshold: float, style: str) -> None:

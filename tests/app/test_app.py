@@ -254,3 +254,16 @@ def test_the_image_page_lists_the_units_that_hold_the_image(
     for hostile in ("abc", "-1", "9" * 40, "99999"):
         app = run_app(monkeypatch, described_catalog, "screens/image.py", image=hostile)
         assert not app.exception
+
+
+def test_ticked_units_are_compared_side_by_side(monkeypatch: pytest.MonkeyPatch, described_catalog: Path) -> None:
+    app = run_app(monkeypatch, described_catalog, q="face")
+    app.main.checkbox[0].check().run()
+    app.main.checkbox[1].check().run()
+    app.switch_page("screens/compare.py").run()
+    assert not app.exception and app.title[0].value == "Compare units"
+    assert [m.value for m in app.main.markdown if not m.value.startswith(("**", "_"))][:2] == [
+        "human faces", "spotted dog faces"]
+    assert len(app.main.get("plotly_chart")) == 2 and len(app.main.get("image")) == 2
+    app.button[0].click().run()  # empty the basket
+    assert "Tick units" in app.info[0].value
