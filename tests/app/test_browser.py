@@ -171,8 +171,9 @@ def test_the_overview_draws_its_charts(page: sync_api.Page, app_url: str) -> Non
 
 
 def test_the_sidebar_lists_catalogs_to_pick_and_the_choice_holds(
-    page: sync_api.Page, app_url: str, small_catalog: Path
+    browser: sync_api.Browser, app_url: str, small_catalog: Path
 ) -> None:
+    page = new_tab(browser)  # a session of its own: the other tests keep the default catalog
     page.goto(f"{app_url}/?q=face")
     page.get_by_text("2 matching units").wait_for()
     assert page.get_by_role("textbox", name="Catalog").count() == 0  # no field to type a path into
