@@ -9,9 +9,9 @@ model is always left as it was found, even when the body raises.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -94,7 +94,7 @@ class LayerRecorder:
 
         return keep
 
-    def __enter__(self) -> "LayerRecorder":
+    def __enter__(self) -> LayerRecorder:
         self._handles = [m.register_forward_hook(self._hook(n)) for n, m in self.modules.items()]
         return self
 

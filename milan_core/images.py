@@ -11,9 +11,9 @@ import hashlib
 import io
 import re
 import warnings
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
 
 import torch
 from PIL import Image, UnidentifiedImageError
@@ -152,10 +152,10 @@ class ProbeDataset(Dataset):
 
 
 def _collate(items: list[tuple[ProbeImage, torch.Tensor | None, LoadedImage | None]]) -> Batch:
-    good = [(t, l) for _, t, l in items if t is not None and l is not None]
+    good = [(t, loaded) for _, t, loaded in items if t is not None and loaded is not None]
     skipped = [p.path for p, t, _ in items if t is None]
     pixels = torch.stack([t for t, _ in good]) if good else torch.empty(0)
-    return Batch(pixels=pixels, images=[l for _, l in good], skipped=skipped)
+    return Batch(pixels=pixels, images=[loaded for _, loaded in good], skipped=skipped)
 
 
 def iterate_batches(

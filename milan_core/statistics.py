@@ -41,7 +41,7 @@ class TopK:
     maps: torch.Tensor  # (C, k, H*W) float32
 
     @classmethod
-    def empty(cls, units: int, k: int, map_size: int) -> "TopK":
+    def empty(cls, units: int, k: int, map_size: int) -> TopK:
         return cls(
             values=torch.full((units, k), float("-inf")),
             images=torch.full((units, k), -1, dtype=torch.long),
@@ -54,7 +54,7 @@ class TopK:
 
     def _select(
         self, values: torch.Tensor, images: torch.Tensor, kept: torch.Tensor, incoming: torch.Tensor
-    ) -> "TopK":
+    ) -> TopK:
         """Keep the k best candidates: highest value first, lower image index on ties.
 
         ``values``/``images`` list the kept entries, then the incoming ones; their maps stay in two
@@ -73,7 +73,7 @@ class TopK:
             maps=torch.where(order < width, from_kept, from_incoming),
         )
 
-    def update(self, maps: torch.Tensor, image_indices: torch.Tensor) -> "TopK":
+    def update(self, maps: torch.Tensor, image_indices: torch.Tensor) -> TopK:
         """Fold in a batch of (N, C, H, W) activations of the images ``image_indices`` (N,)."""
         batch, units = maps.shape[:2]
         flat = maps.reshape(batch, units, -1).transpose(0, 1)  # (C, N, HW), a view
@@ -84,7 +84,7 @@ class TopK:
             flat,
         )
 
-    def merge(self, other: "TopK") -> "TopK":
+    def merge(self, other: TopK) -> TopK:
         return self._select(
             torch.cat([self.values, other.values], dim=1),
             torch.cat([self.images, other.images], dim=1),
@@ -122,7 +122,7 @@ class Histogram:
     hi: torch.Tensor  # (C,) float32, -inf when empty
 
     @classmethod
-    def empty(cls, units: int, bins: int = HISTOGRAM_BINS) -> "Histogram":
+    def empty(cls, units: int, bins: int = HISTOGRAM_BINS) -> Histogram:
         return cls(
             counts=torch.zeros(units, bins, dtype=torch.long),
             exponent=torch.full((units,), _MIN_EXPONENT, dtype=torch.long),
@@ -145,10 +145,11 @@ class Histogram:
         local = local.clamp(0, self.bins - 1)  # only empty bins can fall outside
         return torch.zeros_like(self.counts).scatter_add_(1, local, self.counts)
 
-    def merge(self, other: "Histogram") -> "Histogram":
+    def merge(self, other: Histogram) -> Histogram:
         lo, hi = torch.minimum(self.lo, other.lo), torch.maximum(self.hi, other.hi)
         filled = torch.isfinite(lo)
-        exponent = torch.where(filled, _finest_exponent(lo.where(filled, 0), hi.where(filled, 0), self.bins), _MIN_EXPONENT)
+        finest = _finest_exponent(lo.where(filled, 0), hi.where(filled, 0), self.bins)
+        exponent = torch.where(filled, finest, _MIN_EXPONENT)
         offset = torch.where(filled, _bin_index(lo.where(filled, 0), exponent), 0)
         return Histogram(
             counts=self._rebinned(exponent, offset) + other._rebinned(exponent, offset),
@@ -159,7 +160,7 @@ class Histogram:
         )
 
     @classmethod
-    def of_values(cls, values: torch.Tensor, bins: int = HISTOGRAM_BINS) -> "Histogram":
+    def of_values(cls, values: torch.Tensor, bins: int = HISTOGRAM_BINS) -> Histogram:
         """The histogram of (C, M) values, at the finest lattice that fits each unit's range.
 
         Each unit's range is its own min and max, so every index lands inside its row without
@@ -174,7 +175,7 @@ class Histogram:
         counts = torch.bincount(index.reshape(-1), minlength=units * bins).view(units, bins)
         return cls(counts, exponent, offset, lo, hi)
 
-    def update(self, values: torch.Tensor) -> "Histogram":
+    def update(self, values: torch.Tensor) -> Histogram:
         return self.merge(Histogram.of_values(values, self.bins))
 
     def _edges(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -211,11 +212,11 @@ class Moments:
     squares: torch.Tensor
 
     @classmethod
-    def empty(cls, units: int) -> "Moments":
+    def empty(cls, units: int) -> Moments:
         zeros = torch.zeros(units, dtype=torch.float64)
         return cls(zeros.clone(), zeros.clone(), zeros.clone())
 
-    def update(self, values: torch.Tensor) -> "Moments":
+    def update(self, values: torch.Tensor) -> Moments:
         # Per-batch sums in float32 (a batch is small), accumulated across batches in float64.
         return Moments(
             self.count + values.shape[1],
@@ -223,7 +224,7 @@ class Moments:
             self.squares + values.square().sum(1).double(),
         )
 
-    def merge(self, other: "Moments") -> "Moments":
+    def merge(self, other: Moments) -> Moments:
         return Moments(self.count + other.count, self.total + other.total, self.squares + other.squares)
 
     def mean(self) -> torch.Tensor:
@@ -244,7 +245,7 @@ class LayerStatistics:
     map_width: int
 
     @classmethod
-    def empty(cls, units: int, k: int, map_height: int, map_width: int, bins: int = HISTOGRAM_BINS) -> "LayerStatistics":
+    def empty(cls, units: int, k: int, map_height: int, map_width: int, bins: int = HISTOGRAM_BINS) -> LayerStatistics:
         return cls(
             TopK.empty(units, k, map_height * map_width),
             Histogram.empty(units, bins),
@@ -260,7 +261,7 @@ class LayerStatistics:
         self.histogram = self.histogram.update(values)
         self.moments = self.moments.update(values)
 
-    def merge(self, other: "LayerStatistics") -> "LayerStatistics":
+    def merge(self, other: LayerStatistics) -> LayerStatistics:
         return LayerStatistics(
             self.topk.merge(other.topk),
             self.histogram.merge(other.histogram),
@@ -280,7 +281,7 @@ class LayerStatistics:
         }
 
     @classmethod
-    def from_state(cls, state: dict[str, object]) -> "LayerStatistics":
+    def from_state(cls, state: dict[str, object]) -> LayerStatistics:
         return cls(
             TopK(**state["topk"]),  # type: ignore[arg-type]
             Histogram(**state["histogram"]),  # type: ignore[arg-type]

@@ -28,9 +28,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -110,7 +110,9 @@ def draw_units(
 # -- rendering --------------------------------------------------------------------------------
 
 
-def unit_tiles(catalog: Catalog, unit_id: int, tile: int = TILE) -> tuple[list[Image.Image], list[float], tuple[int, int]]:
+def unit_tiles(
+    catalog: Catalog, unit_id: int, tile: int = TILE
+) -> tuple[list[Image.Image], list[float], tuple[int, int]]:
     """A unit's top exemplars as tiles (region bright, the rest at ``DIM``, no outline), each tile's
     share of region pixels, and the activation map's shape."""
     exemplars = catalog.exemplars(unit_id).head(EXEMPLARS)
@@ -126,7 +128,9 @@ def check_folders(sheets: Path, key: Path) -> None:
     """Refuse a key folder inside the sheets folder (or the reverse), and sheets already there."""
     sheets, key = sheets.resolve(), key.resolve()
     if sheets == key or sheets in key.parents or key in sheets.parents:
-        raise UserError(f"the key folder {key} must lie outside the sheets folder {sheets} (the annotator sees that one)")
+        raise UserError(
+            f"the key folder {key} must lie outside the sheets folder {sheets} (the annotator sees that one)"
+        )
     if sheets.is_dir() and any(sheets.glob("sheet-*.png")):
         raise UserError(f"{sheets} already holds sheets; choose an empty folder")
     if (key / "key.csv").exists():

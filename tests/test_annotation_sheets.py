@@ -51,7 +51,9 @@ def test_the_sheets_folder_holds_only_opaque_sheets_of_the_grid_size(rendered: t
     assert not (sheets / "key.csv").exists() and (keys / "key.csv").exists()
 
 
-def test_tiles_keep_the_region_and_dim_the_rest_to_a_quarter(small_catalog: Path, rendered: tuple[Path, Path, list]) -> None:
+def test_tiles_keep_the_region_and_dim_the_rest_to_a_quarter(
+    small_catalog: Path, rendered: tuple[Path, Path, list]
+) -> None:
     sheets, _, made = rendered
     first = made[0]
     with Catalog(small_catalog) as catalog:
@@ -82,12 +84,13 @@ def test_the_key_and_sample_name_the_drawn_units(small_catalog: Path, rendered: 
     sample = json.loads((keys / "sample.json").read_text())
     assert list(key.columns) == ["sheet", "model", "layer", "unit"]
     assert list(key.sheet) == [s.name for s in made] and set(key.model) == {"efficientnet-lite0"}
-    units = [f"{l}:{u}" for l, u in zip(key.layer, key.unit)]
+    units = [f"{layer}:{u}" for layer, u in zip(key.layer, key.unit)]
     assert sorted(units) == sorted(sample["units"]) and not set(units) & EXCLUDED
     with Catalog(small_catalog) as catalog:
         n_units = catalog.layers(catalog.run().run_id).set_index("layer").n_units
-    expected = sheets_script.draw_units({"blocks.2": int(n_units["blocks.2"]), "blocks.6": int(n_units["blocks.6"])}, 3, 7, EXCLUDED)
-    assert sample["units"] == [f"{l}:{u}" for l, u in expected]
+    layer_sizes = {"blocks.2": int(n_units["blocks.2"]), "blocks.6": int(n_units["blocks.6"])}
+    expected = sheets_script.draw_units(layer_sizes, 3, 7, EXCLUDED)
+    assert sample["units"] == [f"{layer}:{u}" for layer, u in expected]
     assert units != sample["units"] or len(units) < 3  # sheets are numbered in a shuffled order
     assert all(sample["meta"][u]["n_ex"] == 5 for u in units)
 
@@ -125,7 +128,7 @@ def test_join_writes_the_shared_format(rendered: tuple[Path, Path, list], tmp_pa
     sample = json.loads((target / "sample.json").read_text())
     assert list(written.columns) == ["model", "layer", "unit", "annotation", "confidence", "one_concept"]
     assert list(kinds.columns) == ["layer", "unit", "kind"]
-    assert [f"{l}:{u}" for l, u in zip(written.layer, written.unit)] == sample["units"]
+    assert [f"{layer}:{u}" for layer, u in zip(written.layer, written.unit)] == sample["units"]
     by_sheet = {s.name: f"{s.layer}:{s.unit}" for s in made}
     expected = {by_sheet[s]: a for s, a in zip(answers.sheet, answers.annotation)}
     assert dict(zip(sample["units"], written.annotation)) == expected

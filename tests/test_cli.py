@@ -91,7 +91,9 @@ def test_empty_folder_and_a_file_instead_of_a_folder(capsys: pytest.CaptureFixtu
     assert_one_line_error(code, err, "wants a folder")
 
 
-def test_weights_that_do_not_fit_are_a_clear_error(capsys: pytest.CaptureFixture[str], tmp_path: Path, probe_dir: Path) -> None:
+def test_weights_that_do_not_fit_are_a_clear_error(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, probe_dir: Path
+) -> None:
     weights = tmp_path / "wrong.pt"
     torch.save({"conv.weight": torch.zeros(1)}, weights)
     code, _, err = run_cli(capsys, "dissect", "--model", "resnet18", "--weights", str(weights),
@@ -119,7 +121,8 @@ def test_a_folder_of_only_broken_files_is_an_error(capsys: pytest.CaptureFixture
     folder = tmp_path / "broken"
     folder.mkdir()
     (folder / "a.png").write_bytes(b"\x89PNG not really")
-    code, _, err = run_cli(capsys, "dissect", "--images", str(folder), "--out", str(tmp_path / "c.duckdb"), "--workers", "0")
+    code, _, err = run_cli(capsys, "dissect", "--images", str(folder), "--out", str(tmp_path / "c.duckdb"),
+                           "--workers", "0")
     assert_one_line_error(code, err, "could be read")
 
 
@@ -133,11 +136,14 @@ def test_layers_lists_names_and_shapes(capsys: pytest.CaptureFixture[str]) -> No
 def test_a_module_callable_model(capsys: pytest.CaptureFixture[str], probe_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "c.duckdb"
     code, stdout, _ = run_cli(capsys, "dissect", "--model", "torchvision.models:resnet18", "--images", str(probe_dir),
-                              "--layers", "layer4", "--max-images", "4", "--k", "2", "--out", str(out), "--workers", "0")
+                              "--layers", "layer4", "--max-images", "4", "--k", "2", "--out", str(out),
+                              "--workers", "0")
     assert code == 0 and "wrote 512 units" in stdout
 
 
-def test_a_newer_schema_is_refused_with_a_sentence(capsys: pytest.CaptureFixture[str], small_catalog: Path, tmp_path: Path) -> None:
+def test_a_newer_schema_is_refused_with_a_sentence(
+    capsys: pytest.CaptureFixture[str], small_catalog: Path, tmp_path: Path
+) -> None:
     newer = tmp_path / "newer.duckdb"
     shutil.copy(small_catalog, newer)
     with Catalog(newer, writable=True) as catalog:
@@ -187,3 +193,16 @@ def test_an_interrupted_job_leaves_the_catalog_as_it_was(
         assert code == 130
         assert "the catalog was not changed" in log.read_text() and "last checkpoint" in log.read_text()
         assert "Traceback" not in log.read_text()
+
+
+def test_every_command_is_registered_and_no_command_module_imports_the_cli() -> None:
+    """cli imports each command module's register() itself: none can vanish, and no cycle back."""
+    from milan_core.cli import build_parser
+
+    subparsers = next(a for a in build_parser()._actions if a.dest == "command")
+    commands = {"dissect", "layers", "migrate", "describe", "evaluate", "audit", "ablate", "edit"}
+    assert set(subparsers.choices) == commands
+    check = ("import sys, milan_core.describe.command, milan_core.applications.command; "
+             "print('milan_core.cli' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert result.stdout.strip() == "False"

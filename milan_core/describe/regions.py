@@ -7,8 +7,8 @@ layers without spatial maps (1x1: logits, pooled features) cover the whole image
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -33,7 +33,7 @@ class ExemplarTable:
     whole: torch.Tensor  # (M,) bool: a 1x1 map, the exemplar is its whole image
 
     @classmethod
-    def of(cls, units: Sequence[UnitView]) -> "ExemplarTable":
+    def of(cls, units: Sequence[UnitView]) -> ExemplarTable:
         rows = [(i, e, u.threshold) for i, u in enumerate(units) for e in u.exemplars]
         return cls(
             unit_index=torch.tensor([r[0] for r in rows], dtype=torch.long),
@@ -47,7 +47,7 @@ class ExemplarTable:
     def __len__(self) -> int:
         return len(self.paths)
 
-    def reaching(self) -> "ExemplarTable":
+    def reaching(self) -> ExemplarTable:
         """Only the exemplars whose activation reaches the unit's threshold: the others have empty
         masks and no weight (``exemplar_weights``), so measuring them is wasted work. On a small
         probe set that is most of a deep layer's exemplars (77% of blocks.6's on 26 photos)."""

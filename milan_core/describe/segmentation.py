@@ -9,9 +9,9 @@ Only evaluation (and a user who passes masks explicitly) reads the labels.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch

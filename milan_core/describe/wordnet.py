@@ -155,8 +155,8 @@ def build_hierarchy(min_depth: int = MIN_DEPTH) -> Hierarchy:
     lift[rows, cols] = GENERALITY_DECAY ** torch.tensor(steps, dtype=torch.float32)
     keep = _most_specific_columns(lift > 0, np.asarray(depths), {columns[name] for name in class_names})
     lift = lift[:, keep]
-    return Hierarchy(tuple(str(n) for n in np.asarray(list(columns))[keep]), tuple(str(t) for t in np.asarray(texts)[keep]),
-                     np.asarray(depths)[keep], lift.contiguous())
+    return Hierarchy(tuple(str(n) for n in np.asarray(list(columns))[keep]),
+                     tuple(str(t) for t in np.asarray(texts)[keep]), np.asarray(depths)[keep], lift.contiguous())
 
 
 def _hypernym_distances(synset) -> dict[str, int]:

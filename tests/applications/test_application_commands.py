@@ -26,7 +26,8 @@ def add_logit_run(path: Path, run_id: str = "logits-copy") -> None:
         con.execute("INSERT INTO layers SELECT ?, * EXCLUDE (run_id) FROM layers WHERE layer = 'classifier'", [run_id])
         offset = con.execute("SELECT max(unit_id) FROM units").fetchone()[0]
         con.execute(
-            "INSERT INTO units SELECT unit_id + ?, ?, * EXCLUDE (unit_id, run_id) FROM units WHERE layer = 'classifier'",
+            "INSERT INTO units SELECT unit_id + ?, ?, * EXCLUDE (unit_id, run_id) FROM units "
+            "WHERE layer = 'classifier'",
             [offset, run_id],
         )
         con.execute(

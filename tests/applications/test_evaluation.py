@@ -8,7 +8,12 @@ import pytest
 import torch
 
 from milan_core.applications.evaluation import (
-    AblationEvaluator, LabelledProbe, class_indices, imagenet_wnids, load_labelled_probe, split_before,
+    AblationEvaluator,
+    LabelledProbe,
+    class_indices,
+    imagenet_wnids,
+    load_labelled_probe,
+    split_before,
 )
 from milan_core.errors import UserError
 from milan_core.hooks import ablated

@@ -6,7 +6,14 @@ import numpy as np
 import torch
 
 from milan_core.describe.attributes import (
-    COLOURS, ORIENTATIONS, POSITIONS, Attributes, colour_terms, compose, measure, phrases,
+    COLOURS,
+    ORIENTATIONS,
+    POSITIONS,
+    Attributes,
+    colour_terms,
+    compose,
+    measure,
+    phrases,
 )
 from milan_core.describe.base import Exemplar, UnitView
 

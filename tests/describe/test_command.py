@@ -58,7 +58,8 @@ def test_final_layer_descriptions_fit_the_classes_of_the_probe_photos(described_
     rows = frame[frame.unit.isin(present)]
     # With one photo per class PMI cannot tell "tench" from "fish" (both are as rare), so the check
     # here is that the description is the class or one of its hypernyms; top-1 needs a real probe set.
-    fits = [d.lower() in names_with_hypernyms(synset_of_wnid(imagenet_wnid(u))) for u, d in zip(rows.unit, rows.description)]
+    fits = [d.lower() in names_with_hypernyms(synset_of_wnid(imagenet_wnid(u)))
+            for u, d in zip(rows.unit, rows.description)]
     assert len(rows) == 24 and np.mean(fits) >= 0.75
 
 
@@ -76,7 +77,8 @@ def test_redescribe_replaces_and_reports_its_time_against_the_dissections(
     found = re.search(r"in ([\d.]+) s and wrote them .* dissection took ([\d.]+) s .*ratio ([\d.]+)$", line)
     assert found, line
     described, dissection, ratio = map(float, found.groups())
-    assert dissection == round(dissected, 1) and ratio == pytest.approx(described / dissected, abs=0.05 / dissected + 0.005)  # rounding
+    assert dissection == round(dissected, 1)
+    assert ratio == pytest.approx(described / dissected, abs=0.05 / dissected + 0.005)  # rounding
 
 
 def test_unit_with_all_zero_maps_gets_the_honest_label(small_catalog: Path, tmp_path: Path) -> None:

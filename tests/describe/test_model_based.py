@@ -74,7 +74,8 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory, tokenizer) -> dict[str,
     for name, model, processor in [
         ("captioner", captioner, transformers.ViTImageProcessor(size={"height": 32, "width": 32})),
         ("lm", lm, None),
-        ("clip", clip, transformers.CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})),
+        ("clip", clip,
+         transformers.CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})),
     ]:
         folder = root / name
         model.save_pretrained(folder)

@@ -52,7 +52,8 @@ def test_pooled_masks_are_the_share_of_each_cell_above_the_threshold() -> None:
 
 
 def test_exemplars_below_the_threshold_are_left_out_without_changing_any_weight() -> None:
-    units = [_unit(0, 2.0, [9.0, 7.0, 1.0], size=1), _unit(1, 5.0, [9.0, 4.0, 3.0], size=4), _unit(2, 9.5, [9.0], size=3)]
+    units = [_unit(0, 2.0, [9.0, 7.0, 1.0], size=1), _unit(1, 5.0, [9.0, 4.0, 3.0], size=4),
+             _unit(2, 9.5, [9.0], size=3)]
     table = ExemplarTable.of(units)
     reaching = table.reaching()
     assert reaching.unit_index.tolist() == [0, 0, 1] and reaching.activations.tolist() == [9.0, 7.0, 9.0]
