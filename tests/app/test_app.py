@@ -267,3 +267,19 @@ def test_ticked_units_are_compared_side_by_side(monkeypatch: pytest.MonkeyPatch,
     assert len(app.main.get("plotly_chart")) == 2 and len(app.main.get("image")) == 2
     app.button[0].click().run()  # empty the basket
     assert "Tick units" in app.info[0].value
+
+
+def test_cards_show_the_significance_when_the_catalog_has_it(
+    monkeypatch: pytest.MonkeyPatch, own_catalog: Path, small_catalog_run: str
+) -> None:
+    app = run_app(monkeypatch, own_catalog, q="face")
+    assert not any("significance" in c.value for c in app.main.caption)  # a catalog without the column
+    with Catalog(own_catalog, writable=True) as catalog:
+        unit_id = catalog.unit_id(small_catalog_run, "blocks.6:17")
+        catalog.con.execute("ALTER TABLE descriptions ADD COLUMN significance DOUBLE")
+        catalog.con.execute("UPDATE descriptions SET significance = 0.003 WHERE unit_id = ?", [unit_id])
+    app = run_app(monkeypatch, own_catalog, q="face")
+    assert not app.exception
+    assert any("significance 0.003" in c.value for c in app.main.caption)
+    assert any("strong evidence 0.90" in c.value for c in app.main.caption)  # the confidence badge
+    assert any(c.value.startswith("candidates: ") for c in app.main.caption)
