@@ -1,20 +1,23 @@
 """Benchmark of the dissection job: speed against a bare forward pass, memory, and catalog size.
 
 Prints, for the default model and layers on a probe folder (default ../shared/data/imagenet-samples):
-- the wall time of a bare forward pass (same images, batch size and data loading, no hooks) and of
-  the full job (hooks, statistics, thumbnails, catalog write), measured in one run, and their ratio
-  (goal: at most 1.15);
+- for each backend (torch, onnxruntime), the wall time of a bare forward pass (same images, batch
+  size and data loading, no statistics) and of the full job (taps, statistics, thumbnails, catalog
+  write), all measured in one run, and the ratios: job / bare per backend (goal: at most 1.15) and
+  the ONNX Runtime job / the torch job (goal: at most 0.5); and the decoding alone (the loader
+  with thumbnails, no model), which bounds the fast backend from below;
 - the peak RSS of the job on the first 250 and on all 1000 images, each in a fresh process
   (goal: within 10% of each other);
 - the catalog's bytes per unit, with and without thumbnails (goal: at most 5 KB without).
 
-Usage: python bench/bench_dissect.py [--images DIR] [--batch-size 32] [--workers 1] [--repeats 2]
+Usage: python bench/bench_dissect.py [--images DIR] [--batch-size 32] [--workers 1] [--repeats 2] [--speed-only]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -31,6 +34,9 @@ from milan_core.config import BATCH_SIZE, WORKERS, DissectConfig  # noqa: E402
 from milan_core.dissect import dissect, empty_state  # noqa: E402
 from milan_core.images import ProbeDataset, find_images, iterate_batches  # noqa: E402
 from milan_core.models import load_model  # noqa: E402
+from milan_core.runtime import model_threads, onnx_forward  # noqa: E402
+
+BACKENDS = ("torch", "onnxruntime")
 
 DEFAULT_IMAGES = ROOT.parent / "shared" / "data" / "imagenet-samples"
 
@@ -44,25 +50,61 @@ def state_megabytes() -> float:
     return sum(t.numel() * t.element_size() for t in tensors) / 2**20
 
 
-def bare_forward_seconds(images: Path, batch_size: int, workers: int) -> float:
-    """The physical floor: decode, preprocess and run the model, nothing else."""
+def cpu_seconds() -> float:
+    """CPU time of this process and its finished children (the loader's workers): less moved than
+    wall time by the other jobs on a shared machine."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+class Clock:
+    """Wall and CPU seconds of a block."""
+
+    def __enter__(self) -> Clock:
+        self.wall, self.cpu = time.perf_counter(), cpu_seconds()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall, self.cpu = time.perf_counter() - self.wall, cpu_seconds() - self.cpu
+
+
+def bare_forward_seconds(images: Path, batch_size: int, workers: int, backend: str) -> Clock:
+    """The physical floor: decode, preprocess and run the model, nothing else (for ONNX Runtime,
+    the job's own graph, with its layers as outputs, exported before the clock starts)."""
     loaded = load_model("efficientnet-lite0")
+    run = loaded.module
+    if backend == "onnxruntime":
+        run = onnx_forward(loaded, DissectConfig().layers, model_threads(workers)).raw
     probes = find_images(images)
     dataset = ProbeDataset(images, probes, loaded.preprocessing.geometry, loaded.preprocessing.to_tensor,
                            thumbnails=False)
-    started = time.perf_counter()
-    with torch.inference_mode():
+    with Clock() as clock, torch.inference_mode():
         for batch in iterate_batches(dataset, batch_size, workers):
-            loaded.module(batch.pixels)
-    return time.perf_counter() - started
+            run(batch.pixels)
+    return clock
 
 
-def job_seconds(images: Path, batch_size: int, workers: int, out: Path) -> float:
+def decode_seconds(images: Path, batch_size: int, workers: int) -> Clock:
+    """The loader alone, as the job runs it (view, tensor, thumbnail, hash): no model."""
+    preprocessing = load_model("efficientnet-lite0").preprocessing
+    dataset = ProbeDataset(images, find_images(images), preprocessing.geometry, preprocessing.to_tensor)
+    with Clock() as clock:
+        for _ in iterate_batches(dataset, batch_size, workers):
+            pass
+    return clock
+
+
+def job_seconds(images: Path, batch_size: int, workers: int, out: Path, backend: str = "auto") -> Clock:
     """The whole job as a user runs it, model loading and catalog writing included."""
     config = DissectConfig(images=str(images), batch_size=batch_size, workers=workers)
-    started = time.perf_counter()
-    dissect(config, out)
-    return time.perf_counter() - started
+    with Clock() as clock:
+        dissect(config, out, backend=backend)
+    return clock
+
+
+def _runs(clocks: list[Clock]) -> str:
+    return (f"{min(c.wall for c in clocks):.1f} s wall (runs: {', '.join(f'{c.wall:.1f}' for c in clocks)}), "
+            f"{min(c.cpu for c in clocks):.1f} s CPU")
 
 
 def peak_rss_mb(images: Path, max_images: int, batch_size: int, workers: int, out: Path) -> float:
@@ -103,19 +145,35 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
     parser.add_argument("--workers", type=int, default=WORKERS)
     parser.add_argument("--repeats", type=int, default=2, help="alternating timed runs of each")
+    parser.add_argument("--speed-only", action="store_true", help="skip the catalog-size and memory figures")
     args = parser.parse_args()
     n_images = len(find_images(args.images))
     print(f"probe set: {args.images} ({n_images} images), batch {args.batch_size}, workers {args.workers}, "
           f"torch threads {torch.get_num_threads()}")
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "bench.duckdb"
-        bare, job = [], []
+        onnx_forward(load_model("efficientnet-lite0"), DissectConfig().layers)  # export (once) off the clock
+        bare: dict[str, list[Clock]] = {b: [] for b in BACKENDS}
+        job: dict[str, list[Clock]] = {b: [] for b in BACKENDS}
+        decode: list[Clock] = []
         for _ in range(args.repeats):
-            bare.append(bare_forward_seconds(args.images, args.batch_size, args.workers))
-            job.append(job_seconds(args.images, args.batch_size, args.workers, out))
-        print(f"bare forward pass: {min(bare):.1f} s (runs: {', '.join(f'{t:.1f}' for t in bare)})")
-        print(f"full dissect job:  {min(job):.1f} s (runs: {', '.join(f'{t:.1f}' for t in job)})")
-        print(f"ratio job / bare:  {min(job) / min(bare):.3f} (best of each; goal <= 1.15)")
+            for backend in BACKENDS:
+                bare[backend].append(bare_forward_seconds(args.images, args.batch_size, args.workers, backend))
+                job[backend].append(job_seconds(args.images, args.batch_size, args.workers, out, backend))
+                print(f"{backend:12s} bare forward pass: {_runs(bare[backend][-1:])}", flush=True)
+                print(f"{backend:12s} full dissect job:  {_runs(job[backend][-1:])}", flush=True)
+            decode.append(decode_seconds(args.images, args.batch_size, args.workers))
+        print(f"decoding alone (loader with thumbnails, no model): {_runs(decode)}")
+        for kind in ("wall", "cpu"):
+            best = {b: (min(getattr(c, kind) for c in bare[b]), min(getattr(c, kind) for c in job[b]))
+                    for b in BACKENDS}
+            for backend in BACKENDS:
+                ratio = best[backend][1] / best[backend][0]
+                print(f"{backend:12s} ratio job / bare ({kind}):  {ratio:.3f} (best of each; goal <= 1.15)")
+            ratio = best["onnxruntime"][1] / best["torch"][1]
+            print(f"ratio onnxruntime job / torch job ({kind}): {ratio:.3f} (goal <= 0.5)")
+        if args.speed_only:
+            return
         size, thumbs, units = catalog_bytes(out)
         print(f"catalog file: {size} bytes, {units} units: {size / units:.0f} B/unit; "
               f"{(size - thumbs) / units:.0f} B/unit without the {thumbs} B of thumbnails")

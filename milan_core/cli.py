@@ -18,6 +18,7 @@ from milan_core.applications import command as application_commands
 from milan_core.catalog import RunWrite
 from milan_core.describe import command as describe_commands
 from milan_core.errors import UserError
+from milan_core.runtime import add_device_argument
 
 
 def _human_bytes(size: float) -> str:
@@ -35,11 +36,15 @@ def cmd_dissect(args: argparse.Namespace) -> int:
         model=args.model, weights=args.weights, images=args.images,
         layers=tuple(name.strip() for name in args.layers.split(",") if name.strip()),
         k=args.k, quantile=args.quantile, batch_size=args.batch_size, workers=args.workers,
-        max_images=args.max_images, run_id=args.run_id,
+        max_images=args.max_images, run_id=args.run_id, precision=args.precision,
     )
     if args.checkpoint_every < 0:
         raise UserError("--checkpoint-every must be 0 (after every batch) or more seconds")
-    summary = dissect(dissection, args.out, args.checkpoint_every)
+    if args.max_image_pixels is not None:
+        from PIL import Image
+
+        Image.MAX_IMAGE_PIXELS = args.max_image_pixels  # decoding workers are forked after this line
+    summary = dissect(dissection, args.out, args.checkpoint_every, backend=args.backend, device=args.device)
     print(f"run {summary.run_id}: read {summary.n_images} images in {summary.seconds:.1f} s, "
           f"skipped {len(summary.skipped)}")
     if summary.skipped:
@@ -120,6 +125,13 @@ def build_parser() -> argparse.ArgumentParser:
     dissect.add_argument("--run-id", default=None, help="name of the run (default: model and parameter hash)")
     dissect.add_argument("--checkpoint-every", type=float, default=config.CHECKPOINT_EVERY, metavar="SECONDS",
                          help="save the job's state this often, so a rerun after an interruption resumes")
+    dissect.add_argument("--max-image-pixels", type=int, default=None, metavar="N",
+                         help="read images up to N pixels (Pillow refuses over 2 x 89,478,485 as a decompression bomb)")
+    dissect.add_argument("--backend", default="auto", choices=("auto", "torch", "onnxruntime"),
+                         help="what runs the model: auto = ONNX Runtime on a CPU when the model exports, else torch")
+    add_device_argument(dissect)
+    dissect.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
+                         help="of the model's forward pass (not fp32: torch autocast; a separate run id)")
     dissect.add_argument("--describe", action="store_true", help="also describe every unit")
     dissect.add_argument("--describer", default=None, help="describer for --describe")
     dissect.set_defaults(func=cmd_dissect)
@@ -134,17 +146,48 @@ def build_parser() -> argparse.ArgumentParser:
 
     describe_commands.register(sub)
     application_commands.register(sub)
+    _add_trust_flag(sub)
     return parser
+
+
+# Commands that rebuild the model a catalog's run recorded (an edit file's, for load_edited).
+RELOADING_COMMANDS = ("describe", "evaluate", "ablate", "edit")
+
+
+def _add_trust_flag(sub: argparse._SubParsersAction) -> None:
+    """``--trust-model-code`` on every command (or sub-command) that reloads a recorded model."""
+    for name in RELOADING_COMMANDS:
+        parser = sub.choices.get(name)
+        if parser is None:
+            continue
+        nested = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        for leaf in [p for action in nested for p in action.choices.values()] or [parser]:
+            leaf.add_argument("--trust-model-code", action="store_true",
+                              help="allow rebuilding a package.module:callable model named in the catalog "
+                                   "(imports and runs that code: only for catalogs you trust)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore", category=UserWarning, module="torch")
+    import duckdb
+
+    from milan_core.models import trusting_model_code
+
+    # A model typed on this command line is the user's own choice; one named in a file is not.
+    typed = [args.model] if getattr(args, "model", None) else []
     try:
-        return int(args.func(args))
+        with trusting_model_code(None if getattr(args, "trust_model_code", False) else typed):
+            return int(args.func(args))
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    except duckdb.IOException as error:  # a catalog damaged on disk shows up in whichever query reads the block
+        if "Corrupt database file" not in str(error):
+            raise
+        print(f"error: the catalog file is damaged ({str(error).splitlines()[0]}); restore it from a copy",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: the catalog was not changed; run the same command again "

@@ -41,6 +41,7 @@ class DissectConfig:
     batch_size: int = BATCH_SIZE
     workers: int = WORKERS
     max_images: int | None = None
+    precision: str = "fp32"  # of the model's forward pass (fp32, bf16, fp16); the statistics are fp32
     run_id: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
@@ -58,5 +59,7 @@ class DissectConfig:
         if self.run_id:
             return self.run_id
         params = {k: v for k, v in self.as_dict().items() if k not in ("run_id", "workers", "batch_size")}
+        if self.precision == "fp32":
+            del params["precision"]  # the ids of fp32 runs stay what they were before it was a choice
         digest = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:8]
         return f"{re.sub(r'[^A-Za-z0-9_.-]+', '-', self.model)}-{digest}"

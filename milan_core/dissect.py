@@ -14,8 +14,9 @@ import hashlib
 import subprocess
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -29,16 +30,18 @@ from milan_core.catalog import Catalog, RunRecord, RunTables, RunWrite, check_wr
 from milan_core.config import CHECKPOINT_EVERY, LOCK_WAIT, DissectConfig
 from milan_core.errors import UserError
 from milan_core.exemplars import quantise
-from milan_core.hooks import LayerRecorder, layer_kind
+from milan_core.hooks import as_spatial, layer_kind
 from milan_core.images import (
+    Batch,
     LoadedImage,
     ProbeDataset,
     ProbeImage,
     default_probe_root,
-    find_images,
+    first_images,
     iterate_batches,
 )
 from milan_core.models import LoadedModel, load_model
+from milan_core.runtime import PRECISIONS, LayerForward, layer_forward, resolve_device, statistics_device
 from milan_core.statistics import LayerStatistics
 
 PLOT_BINS = 32
@@ -92,20 +95,22 @@ def validate(config: DissectConfig) -> None:
         raise UserError("--batch-size must be at least 1 and --workers at least 0")
     if not config.layers:
         raise UserError("give at least one layer with --layers (list them with the layers command)")
+    if config.precision not in PRECISIONS:
+        raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, not {config.precision!r}")
 
 
-def empty_state(loaded: LoadedModel, config: DissectConfig) -> DissectionState:
-    """Size the per-layer statistics from one forward pass of a blank image."""
-    size = loaded.preprocessing.input_size
-    with LayerRecorder(loaded.module, config.layers) as recorder, torch.inference_mode():
-        loaded.module(torch.zeros(1, 3, size, size))
+def empty_state(loaded: LoadedModel, config: DissectConfig, forward: LayerForward,
+                device: torch.device | None = None) -> DissectionState:
+    """Size the per-layer statistics (kept on ``device``) from one forward pass of a blank image."""
+    with torch.inference_mode():
+        outputs = forward.blank(loaded.preprocessing.input_size)
     stats, kinds = {}, {}
     for name in config.layers:
-        if name not in recorder.outputs:
+        if name not in outputs:
             raise UserError(f"layer {name} produced no tensor output; pick another with the layers command")
-        maps = recorder.spatial(name)
-        stats[name] = LayerStatistics.empty(maps.shape[1], config.k, maps.shape[2], maps.shape[3])
-        kinds[name] = layer_kind(recorder.outputs[name])
+        maps = as_spatial(outputs[name], loaded.module)
+        stats[name] = LayerStatistics.empty(maps.shape[1], config.k, maps.shape[2], maps.shape[3], device=device)
+        kinds[name] = layer_kind(outputs[name])
     return DissectionState(stats, kinds)
 
 
@@ -116,23 +121,44 @@ def _keep_exemplar_images(state: DissectionState, batch_images: list[LoadedImage
     state.exemplar_images = {i: state.exemplar_images[i] for i in wanted if i in state.exemplar_images}
 
 
+def _infer(forward: LayerForward, pixels: torch.Tensor) -> dict[str, torch.Tensor]:
+    with torch.inference_mode():  # thread-local: entered in the thread that runs the model
+        return forward(pixels)
+
+
+def forward_ahead(forward: LayerForward, batches: Iterable[Batch]) -> Iterator[tuple[Batch, dict[str, torch.Tensor]]]:
+    """Each batch with its layers' outputs, the model already running on the next batch (in a
+    thread; ONNX Runtime and PyTorch release the GIL) while the caller updates the statistics of
+    this one, so the statistics take no wall time while a core is free. Order is unchanged."""
+    with ThreadPoolExecutor(1, thread_name_prefix="forward") as pool:
+        pending: tuple[Batch, Future | None] | None = None
+        for batch in batches:
+            running = pool.submit(_infer, forward, batch.pixels) if batch.images else None
+            if pending is not None:
+                yield pending[0], pending[1].result() if pending[1] is not None else {}
+            pending = (batch, running)
+        if pending is not None:
+            yield pending[0], pending[1].result() if pending[1] is not None else {}
+
+
 def run_pass(
-    loaded: LoadedModel, root: Path, probes: list[ProbeImage], config: DissectConfig, state: DissectionState,
-    start: int = 0, checkpoint: Callable[[int], None] | None = None, checkpoint_every: float = CHECKPOINT_EVERY,
+    loaded: LoadedModel, forward: LayerForward, root: Path, probes: list[ProbeImage], config: DissectConfig,
+    state: DissectionState, start: int = 0, checkpoint: Callable[[int], None] | None = None,
+    checkpoint_every: float = CHECKPOINT_EVERY,
 ) -> None:
     """Stream the probe images from ``start`` on through the model once, updating the statistics
     batch by batch; ``checkpoint(position)`` is called every ``checkpoint_every`` seconds."""
     dataset = ProbeDataset(root, probes[start:], loaded.preprocessing.geometry, loaded.preprocessing.to_tensor)
     bar = tqdm(total=len(probes), initial=start, unit="img", desc="dissect", dynamic_ncols=True)
     position, saved_at = start, time.monotonic()
-    with LayerRecorder(loaded.module, config.layers) as recorder, torch.inference_mode():
-        for batch in iterate_batches(dataset, config.batch_size, config.workers):
+    device = next(iter(state.layers.values())).topk.values.device
+    with torch.inference_mode():
+        for batch, outputs in forward_ahead(forward, iterate_batches(dataset, config.batch_size, config.workers)):
             state.skipped.extend(batch.skipped)
             if batch.images:
-                loaded.module(batch.pixels)
-                indices = torch.tensor([img.index for img in batch.images])
+                indices = torch.tensor([img.index for img in batch.images], device=device)
                 for name, stats in state.layers.items():
-                    stats.update(recorder.spatial(name), indices)
+                    stats.update(as_spatial(outputs[name], loaded.module).to(device), indices)
                 _keep_exemplar_images(state, batch.images)
                 state.n_read += len(batch.images)
             position += len(batch.images) + len(batch.skipped)
@@ -168,7 +194,7 @@ def save_checkpoint(path: Path, config: DissectConfig, signature: str, position:
     write_cached(path, {
         "format": CHECKPOINT_FORMAT, "config": config.as_dict(), "signature": signature,
         "position": position, "seconds": seconds, "n_read": state.n_read, "skipped": list(state.skipped),
-        "kinds": dict(state.kinds), "layers": {name: stats.state() for name, stats in state.layers.items()},
+        "kinds": dict(state.kinds), "layers": {name: stats.to("cpu").state() for name, stats in state.layers.items()},
         "images": {
             "index": [img.index for img in images], "sha256": [img.sha256 for img in images],
             "width": [img.width for img in images], "height": [img.height for img in images],
@@ -254,9 +280,10 @@ def image_table(root: Path, probes: list[ProbeImage], images: dict[int, LoadedIm
 
 def build_tables(
     config: DissectConfig, root: Path, probes: list[ProbeImage], state: DissectionState,
-    timings: dict[str, float],
+    timings: dict[str, float], runtime: dict[str, str] | None = None,
 ) -> RunTables:
-    """Turn the final state into the catalog's rows."""
+    """Turn the final state into the catalog's rows; ``runtime`` (backend, device) joins the
+    run's recorded configuration: it made the run but does not change its results."""
     layers = pd.DataFrame(
         [
             {
@@ -268,7 +295,7 @@ def build_tables(
     )
     run = RunRecord(
         run_id=config.resolved_run_id(), model=config.model, layers=list(config.layers),
-        probe_root=str(root), config=config.as_dict(), code_version=code_version(),
+        probe_root=str(root), config={**config.as_dict(), **(runtime or {})}, code_version=code_version(),
         n_images=state.n_read, n_skipped=len(state.skipped), seconds=sum(timings.values()), timings=timings,
     )
     return RunTables(
@@ -283,39 +310,52 @@ def build_tables(
 
 
 def dissect(config: DissectConfig, out: Path, checkpoint_every: float = CHECKPOINT_EVERY,
-            lock_wait: float = LOCK_WAIT) -> Summary:
+            lock_wait: float = LOCK_WAIT, backend: str = "auto", device: str = "auto") -> Summary:
     """Run the whole job and write (or replace) one run in the catalog at ``out``.
 
     Resumes from the checkpoint of an interrupted run of the same job, if there is one. Whatever
     would stop the final write (an unwritable folder, a foreign file, a lock) fails before the
     pass; a lock met at the end anyway is waited out for ``lock_wait`` seconds, and if it stays,
     the finished state is kept as a checkpoint so the same command writes it without a new pass.
+    The ``backend`` and ``device`` (see ``milan_core.runtime``) change the speed, not the catalog
+    (beyond float rounding); the run records both.
     """
     validate(config)
     check_writable(out)
+    on = resolve_device(device)
+    kept_on = statistics_device(on)
     started = time.perf_counter()
     root = (Path(config.images) if config.images else default_probe_root()).resolve()
-    probes = find_images(root)[: config.max_images]
+    probes = first_images(root, config.max_images)
+    if config.k > len(probes):  # more exemplars than images would only allocate empty slots
+        print(f"note: --k {config.k} is more than the {len(probes)} images; keeping {len(probes)} per unit",
+              file=sys.stderr)
+        config = replace(config, k=len(probes))
     loaded = load_model(config.model, Path(config.weights) if config.weights else None)
+    loaded.module.to(on)
     run_id, signature = config.resolved_run_id(), probe_signature(root, probes)
     resume = checkpoint_path(out, run_id)
-    resumed = load_checkpoint(resume, config, signature)
-    if resumed is None:
-        position, state, earlier = 0, empty_state(loaded, config), 0.0
-    else:
-        position, state, earlier = resumed
-        print(f"resuming run {run_id} after image {position} of {len(probes)} (from {resume})", file=sys.stderr)
-    loaded_at = time.perf_counter()
+    with layer_forward(loaded, config.layers, backend, on, config.workers, config.precision) as forward:
+        resumed = load_checkpoint(resume, config, signature)
+        if resumed is None:
+            position, state, earlier = 0, empty_state(loaded, config, forward, kept_on), 0.0
+        else:
+            position, state, earlier = resumed
+            state.layers = {name: stats.to(kept_on) for name, stats in state.layers.items()}
+            print(f"resuming run {run_id} after image {position} of {len(probes)} (from {resume})", file=sys.stderr)
+        loaded_at = time.perf_counter()
 
-    def save(at: int) -> None:
-        save_checkpoint(resume, config, signature, at, state, earlier + time.perf_counter() - loaded_at)
+        def save(at: int) -> None:
+            save_checkpoint(resume, config, signature, at, state, earlier + time.perf_counter() - loaded_at)
 
-    run_pass(loaded, root, probes, config, state, position, save, checkpoint_every)
+        run_pass(loaded, forward, root, probes, config, state, position, save, checkpoint_every)
     passed_at = time.perf_counter()
     if state.n_read == 0:
-        raise UserError(f"none of the {len(probes)} files under {root} could be read as an image")
+        shown = "; ".join(state.skipped[:3]) + ("; ..." if len(state.skipped) > 3 else "")
+        raise UserError(f"none of the {len(probes)} files under {root} could be read as an image: {shown}")
     timings = {"load": loaded_at - started, "pass": earlier + passed_at - loaded_at}
-    tables = build_tables(config, root, probes, state, timings)
+    state.layers = {name: stats.to("cpu") for name, stats in state.layers.items()}
+    tables = build_tables(config, root, probes, state, timings, {"backend": forward.backend, "device": str(on)})
     try:
         with Catalog(out, writable=True, wait=lock_wait) as catalog:
             written = catalog.write_run(tables)

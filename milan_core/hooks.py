@@ -69,7 +69,8 @@ def find_modules(model: nn.Module, names: Sequence[str]) -> dict[str, nn.Module]
     return {n: modules[n] for n in names}
 
 
-def _first_tensor(output: object) -> torch.Tensor | None:
+def first_tensor(output: object) -> torch.Tensor | None:
+    """A module's output tensor, or the first of a tuple of them (None if it has none)."""
     if isinstance(output, torch.Tensor):
         return output
     if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
@@ -88,7 +89,7 @@ class LayerRecorder:
 
     def _hook(self, name: str):
         def keep(_module: nn.Module, _inputs: object, output: object) -> None:
-            tensor = _first_tensor(output)
+            tensor = first_tensor(output)
             if tensor is not None:
                 self.outputs[name] = tensor.detach()
 

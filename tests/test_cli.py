@@ -17,6 +17,7 @@ import torch
 from milan_core.catalog import Catalog
 from milan_core.cli import main
 from milan_core.dissect import checkpoint_path
+from milan_core.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,7 +36,7 @@ def assert_one_line_error(code: int, err: str, *phrases: str) -> None:
     assert code == 2
     lines = [
         line for line in err.splitlines()
-        if line.strip() and "warn" not in line.lower() and not line.startswith("dissect:")  # progress bar
+        if line.strip() and "warn" not in line.lower() and not line.startswith(("dissect:", "note: "))  # progress
     ]
     assert len(lines) == 1 and lines[0].startswith("error: "), err
     assert "Traceback" not in err
@@ -68,7 +69,7 @@ def mixed_dir(probe_dir: Path, tmp_path: Path) -> Path:
         (["--k", "0"], ["--k"]),
         (["--checkpoint-every", "-1"], ["--checkpoint-every"]),
         (["--model", "resnet18", "--weights", "/no/weights.pt"], ["weights file not found"]),
-        (["--model", "no_such_module_xyz:build"], ["cannot import"]),
+        (["--model", "no_such_module_xyz:build"], ["no module named", "no_such_module_xyz"]),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(
@@ -149,7 +150,7 @@ def test_a_newer_schema_is_refused_with_a_sentence(
     with Catalog(newer, writable=True) as catalog:
         catalog.con.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
     for writable in (False, True):
-        with pytest.raises(Exception, match="newer than this code"):
+        with pytest.raises(UserError, match="newer than this code"):
             Catalog(newer, writable=writable)
     code, _, err = run_cli(capsys, "dissect", "--images", "/x", "--out", str(newer))
     assert code == 2
@@ -175,13 +176,13 @@ def _wait_for_progress(process: subprocess.Popen, log: Path, timeout: float = 12
 
 @pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGINT])
 def test_an_interrupted_job_leaves_the_catalog_as_it_was(
-    small_catalog: Path, imagenet_samples: Path, tmp_path: Path, how: int
+    small_catalog: Path, many_photos: Path, tmp_path: Path, how: int
 ) -> None:
     out = tmp_path / "catalog.duckdb"
     shutil.copy(small_catalog, out)
     before = digest(out)
     log = tmp_path / "stderr.txt"
-    process = _start_dissect(imagenet_samples, out, log)
+    process = _start_dissect(many_photos, out, log)
     _wait_for_progress(process, log)
     process.send_signal(how)
     code = process.wait(timeout=60)
@@ -193,6 +194,51 @@ def test_an_interrupted_job_leaves_the_catalog_as_it_was(
         assert code == 130
         assert "the catalog was not changed" in log.read_text() and "last checkpoint" in log.read_text()
         assert "Traceback" not in log.read_text()
+
+
+def _children(pid: int) -> list[int]:
+    """Live child processes of ``pid``, from /proc (Linux)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads processes from /proc (Linux)")
+def test_a_killed_job_takes_its_decoding_worker_with_it(many_photos: Path, tmp_path: Path) -> None:
+    log = tmp_path / "stderr.txt"
+    command = [sys.executable, "-m", "milan_core", "dissect", "--images", str(many_photos), "--workers", "1",
+               "--batch-size", "32", "--layers", "blocks.6", "--out", str(tmp_path / "c.duckdb")]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log.open("w"),
+                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        deadline = time.monotonic() + 120
+        while "| 32/432" not in log.read_text() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)  # the worker has decoded a batch and is making the next ones
+        workers = _children(process.pid)
+        assert workers and process.poll() is None, log.read_text()[-500:]
+    finally:
+        process.kill()
+        process.wait(timeout=30)
+    deadline = time.monotonic() + 5
+    while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = [w for w in workers if _alive(w)]
+    for pid in left:  # don't leave it behind for the rest of the suite
+        os.kill(pid, signal.SIGKILL)
+    assert not left, "the decoding worker outlived its killed job"
 
 
 def test_every_command_is_registered_and_no_command_module_imports_the_cli() -> None:

@@ -23,7 +23,7 @@ from milan_core.images import find_images
 def test_catalog_holds_every_unit_of_every_layer(small_catalog: Path) -> None:
     with Catalog(small_catalog) as catalog:
         run = catalog.run()
-        assert run.model == "efficientnet-lite0" and run.n_images == 24 and run.n_skipped == 0
+        assert run.model == "efficientnet-lite0" and run.n_images == 36 and run.n_skipped == 0
         layers = catalog.layers(run.run_id)
         assert layers[["layer", "kind", "n_units", "map_height", "map_width"]].values.tolist() == [
             ["blocks.2", "conv", 40, 28, 28],
@@ -34,7 +34,7 @@ def test_catalog_holds_every_unit_of_every_layer(small_catalog: Path) -> None:
         assert len(units) == 1360
         assert (units.threshold <= units.act_max).all() and (units.threshold >= units.act_min).all()
         # Every spatial position of every image is counted once in each unit's histogram.
-        positions = units.layer.map({"blocks.2": 24 * 28 * 28, "blocks.6": 24 * 7 * 7, "classifier": 24})
+        positions = units.layer.map({"blocks.2": 36 * 28 * 28, "blocks.6": 36 * 7 * 7, "classifier": 36})
         assert units["hist"].map(sum).eq(positions).all()
         assert units.key.iloc[0] == "blocks.2:0"
 
@@ -116,7 +116,7 @@ def test_an_interrupted_run_resumes_where_it_stopped_and_gives_the_same_catalog(
     small_catalog: Path, small_config: DissectConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
     out = tmp_path / "resumed.duckdb"
-    config = replace(small_config, layers=("blocks.6",))  # 24 photos in batches of 8
+    config = replace(small_config, layers=("blocks.6",))  # 36 photos in batches of 8
     with monkeypatch.context() as patch:
         _interrupt_after(patch, 2)
         with pytest.raises(KeyboardInterrupt):
@@ -124,11 +124,11 @@ def test_an_interrupted_run_resumes_where_it_stopped_and_gives_the_same_catalog(
     resume = checkpoint_path(out, config.resolved_run_id())
     assert resume.is_file() and not out.exists()
     summary = dissect(config, out)
-    assert summary.resumed_from == 16 and summary.n_images == 24 and not resume.exists()
-    assert f"resuming run {config.resolved_run_id()} after image 16 of 24" in capsys.readouterr().err
+    assert summary.resumed_from == 16 and summary.n_images == 36 and not resume.exists()
+    assert f"resuming run {config.resolved_run_id()} after image 16 of 36" in capsys.readouterr().err
     with Catalog(small_catalog) as uninterrupted, Catalog(out) as resumed:
         assert uninterrupted.query(BLOCKS_6).equals(resumed.query(BLOCKS_6))
-        assert resumed.run(None).n_images == 24
+        assert resumed.run(None).n_images == 36
 
 
 def test_a_checkpoint_of_another_job_or_of_changed_files_is_not_resumed(
@@ -154,7 +154,7 @@ def test_a_checkpoint_of_another_job_or_of_changed_files_is_not_resumed(
         else:
             resume.write_bytes(resume.read_bytes()[:100])
         summary = dissect(rerun, out)
-        assert summary.resumed_from == 0 and summary.n_images == 24 and not resume.exists(), change
+        assert summary.resumed_from == 0 and summary.n_images == 36 and not resume.exists(), change
     with Catalog(out) as catalog:
         assert catalog.query("SELECT max(rank) AS r FROM exemplars").r[0] == 4
 

@@ -25,14 +25,17 @@ from milan_core.catalog.search import DEFAULT_MIN_SIMILARITY
 from milan_core.config import CATALOG_PATH, EVAL_BATCH_SIZE
 from milan_core.errors import UserError
 from milan_core.models import LoadedModel, load_recorded_model
+from milan_core.runtime import add_device_argument, resolve_device
 
 DEFAULT_ORDERS = "animal,artefact,colour,texture,specificity"
 DEFAULT_CONCEPTS = "dog,bird,car"
 
 
-def load_run_model(run: RunRecord) -> LoadedModel:
-    """The model a run dissected, with the same weights."""
-    return load_recorded_model(run.model, run.config.get("weights"))
+def load_run_model(run: RunRecord, device: str = "cpu") -> LoadedModel:
+    """The model a run dissected, with the same weights, on ``device`` (see ``--device``)."""
+    loaded = load_recorded_model(run.model, run.config.get("weights"))
+    loaded.module.to(resolve_device(device))
+    return loaded
 
 
 @contextmanager
@@ -78,9 +81,10 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     named = importance.named_orders(units, orders)
     for order in (o for o in orders if o not in named and o != importance.RANDOM):
         print(f"note: no described unit of {', '.join(layers)} falls in {order!r}; skipped", file=sys.stderr)
-    model = load_run_model(run)
-    probe = load_labelled_probe(Path(args.images or run.probe_root), model, args.max_images)
-    evaluator = AblationEvaluator(model, probe, layers, args.batch_size)
+    model = load_run_model(run, args.device)
+    labelled = load_labelled_probe(Path(args.images or run.probe_root), model, args.max_images)
+    evaluator = AblationEvaluator(model, labelled, layers, args.batch_size)
+    probe = evaluator.probe  # the images that decoded
     curves = importance.importance_curves(evaluator, units, list(named), args.seeds, args.steps, args.max_fraction)
     checks = [importance.class_check(evaluator, units, c, args.seeds) for c in concept_names]
     config = {"orders": list(named), "seeds": args.seeds, "steps": args.steps, "max_fraction": args.max_fraction,
@@ -107,10 +111,12 @@ def cmd_edit(args: argparse.Namespace) -> int:
             catalog, args.query, [run.run_id], args.describer, args.min_similarity, layers, args.candidates
         )
     units = importance.as_mapping(list(zip(matches.layer, matches.unit.astype(int))))
-    model = load_run_model(run)
-    probe = load_labelled_probe(Path(args.images or run.probe_root), model, args.max_images)
-    evaluator = AblationEvaluator(model, probe, list(units), args.batch_size)
+    model = load_run_model(run, args.device)
+    labelled = load_labelled_probe(Path(args.images or run.probe_root), model, args.max_images)
+    evaluator = AblationEvaluator(model, labelled, list(units), args.batch_size)
+    probe = evaluator.probe  # the images that decoded
     before, after = evaluator.accuracy({}), evaluator.accuracy(units)
+    model.module.to("cpu")  # the saved model loads anywhere
     out = Path(args.out)
     with staged_file(out) as partial:
         torch.save(edit_payload(model, units, run.run_id, args.query), partial)
@@ -147,6 +153,7 @@ def _evaluation(parser: argparse.ArgumentParser) -> None:
                         "(default: the run's probe set)")
     parser.add_argument("--max-images", type=int, default=None, help="use only the first N images")
     parser.add_argument("--batch-size", type=int, default=EVAL_BATCH_SIZE)
+    add_device_argument(parser)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -9,7 +9,8 @@ The edited model is one ``torch.save`` file (format ``milan-edit``, version 1), 
 - ``ablated``: {layer: [unit, ...]} — the channels that are zeroed by a forward hook;
 - ``run_id``, ``query``: where the list came from.
 
-``load_edited(path)`` rebuilds the model, loads the weights and applies the zeroing; loading the
+``load_edited(path)`` rebuilds the model (a ``module:callable`` one only with
+``trust_model_code=True``: the file is data, not code), loads the weights and applies the zeroing; loading the
 state dict alone (``load_model(name, weights=path)`` for torchvision/timm names) gives the
 unedited model.
 """
@@ -21,11 +22,9 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
 from milan_core.errors import UserError
 from milan_core.hooks import ablated
-from milan_core.models import LoadedModel, load_recorded_model
+from milan_core.models import LoadedModel, load_recorded_model, read_checkpoint, trusting_model_code
 
 EDIT_FORMAT = "milan-edit"
 EDIT_VERSION = 1
@@ -57,17 +56,22 @@ def edit_payload(
     }
 
 
-def load_edited(path: Path) -> EditedModel:
-    """Rebuild an edited model from its file, with its units switched off."""
-    try:
-        payload = torch.load(Path(path), map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError) as error:
-        raise UserError(f"cannot read the edited model {path}: {str(error).splitlines()[0]}") from error
+def load_edited(path: Path, trust_model_code: bool = False) -> EditedModel:
+    """Rebuild an edited model from its file, with its units switched off.
+
+    A file's ``module:callable`` model is code: it is rebuilt only with ``trust_model_code=True``
+    (known names such as ``efficientnet-lite0`` need nothing).
+    """
+    if not Path(path).is_file():
+        raise UserError(f"edited model not found: {path}")
+    payload = read_checkpoint(Path(path), "an edited model written by: python -m milan_core edit")
     if not isinstance(payload, dict) or payload.get("format") != EDIT_FORMAT:
         raise UserError(f"{path} is not an edited model (written by: python -m milan_core edit)")
     if payload.get("version") != EDIT_VERSION:
         raise UserError(f"{path} is edit format version {payload.get('version')}; this code reads {EDIT_VERSION}")
-    loaded = load_recorded_model(str(payload["model"]), None)  # its weights come on the next line
+    with trusting_model_code(None if trust_model_code else ()):
+        # its weights come on the next line
+        loaded = load_recorded_model(str(payload["model"]), None, f"the edit file {path}")
     loaded.module.load_state_dict(payload["state_dict"])
     edited = EditedModel(loaded, dict(payload["ablated"]), str(payload["run_id"]), str(payload["query"]))
     edited._hooks.enter_context(ablated(loaded.module, edited.ablated))

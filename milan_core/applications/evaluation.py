@@ -5,12 +5,17 @@ units zeroed. Everything before the earliest ablated layer is the same every tim
 model's children run in order (as in timm's EfficientNets) the forward pass up to that layer is
 computed once and cached; the split is checked numerically against the whole model first and
 dropped (the full model runs every time) if it does not reproduce the model's outputs.
+
+Memory does not grow with the probe set: images are read in batches, and the cached prefix
+outputs (or, without a split, the model inputs) are spilled to a temporary file and read back a
+batch at a time for each evaluation (Lite0 cut before blocks.6: 37 KB an image on disk).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -20,21 +25,41 @@ from tqdm import tqdm
 
 from milan_core.errors import UserError
 from milan_core.hooks import ablated, find_modules
-from milan_core.images import ProbeDataset, find_images, iterate_batches
-from milan_core.models import LoadedModel
+from milan_core.images import ProbeDataset, ProbeImage, first_images, iterate_batches
+from milan_core.models import LoadedModel, Preprocessing
 
 Units = Mapping[str, Sequence[int]]
 
 
 @dataclass(frozen=True)
 class LabelledProbe:
-    """Probe images as model inputs with their class indices and the labels they came from."""
+    """Labelled probe images with their class indices, read in batches when used (never all at once)."""
 
     root: Path
-    paths: list[str]
-    labels: list[str]
-    pixels: torch.Tensor  # (N, 3, H, W), preprocessed for the model
+    images: list[ProbeImage]
     targets: torch.Tensor  # (N,) class index of each image in the model's output
+    preprocessing: Preprocessing
+
+    @property
+    def paths(self) -> list[str]:
+        return [image.path for image in self.images]
+
+    @property
+    def labels(self) -> list[str]:
+        return [str(image.label) for image in self.images]
+
+    def batches(self, batch_size: int, desc: str | None = None) -> Iterator[tuple[torch.Tensor, list[int]]]:
+        """(pixels, positions in ``images``) batch by batch; files that do not decode are left out."""
+        position = {image.index: i for i, image in enumerate(self.images)}
+        dataset = ProbeDataset(self.root, self.images, self.preprocessing.geometry, self.preprocessing.to_tensor,
+                               thumbnails=False)
+        for batch in tqdm(iterate_batches(dataset, batch_size, 0), total=-(-len(self.images) // batch_size),
+                          desc=desc, unit="batch", leave=False, disable=desc is None):
+            if batch.images:
+                yield batch.pixels, [position[image.index] for image in batch.images]
+
+    def subset(self, positions: Sequence[int]) -> LabelledProbe:
+        return replace(self, images=[self.images[i] for i in positions], targets=self.targets[list(positions)])
 
 
 def imagenet_wnids() -> list[str]:
@@ -66,36 +91,21 @@ def class_indices(labels: Sequence[str], n_classes: int) -> list[int]:
     return [index[label] for label in labels]
 
 
-def load_labelled_probe(
-    root: Path, model: LoadedModel, max_images: int | None = None, batch_size: int = 32
-) -> LabelledProbe:
-    """Read and preprocess every labelled image under ``root`` (all of them must carry a label)."""
-    images = find_images(Path(root))[:max_images]
+def load_labelled_probe(root: Path, model: LoadedModel, max_images: int | None = None) -> LabelledProbe:
+    """The labelled images under ``root`` (all of them must carry a label), to be read in batches."""
+    images = first_images(Path(root), max_images)
     unlabelled = [image.path for image in images if image.label is None]
     if unlabelled:
         raise UserError(
             f"{len(unlabelled)} image(s) under {root} have no label (e.g. {unlabelled[0]}); name them "
             "like n01440764_tench.JPEG or put them in one folder per class"
         )
-    dataset = ProbeDataset(
-        Path(root), images, model.preprocessing.geometry, model.preprocessing.to_tensor, thumbnails=False
-    )
-    pixels, kept = [], []
-    for batch in tqdm(iterate_batches(dataset, batch_size, 0), total=-(-len(images) // batch_size),
-                      desc="reading labelled images", unit="batch", leave=False):
-        pixels.append(batch.pixels)
-        kept.extend(loaded.index for loaded in batch.images)
-    if not kept:
-        raise UserError(f"no image under {root} could be decoded")
-    by_index = {image.index: image for image in images}
-    labels = [str(by_index[i].label) for i in kept]
-    pixels_tensor = torch.cat([p for p in pixels if len(p)])
+    size = model.preprocessing.input_size
+    device = next(model.module.parameters()).device
     with torch.inference_mode():
-        n_classes = int(model.module(pixels_tensor[:1]).shape[-1])
-    return LabelledProbe(
-        root=Path(root), paths=[by_index[i].path for i in kept], labels=labels, pixels=pixels_tensor,
-        targets=torch.tensor(class_indices(labels, n_classes)),
-    )
+        n_classes = int(model.module(torch.zeros(1, 3, size, size, device=device)).shape[-1])
+    targets = torch.tensor(class_indices([str(image.label) for image in images], n_classes))
+    return LabelledProbe(Path(root), images, targets, model.preprocessing)
 
 
 def _ordered_chain(model: nn.Module, layers: Sequence[str]) -> list[tuple[str, nn.Module]]:
@@ -147,30 +157,44 @@ class AblationEvaluator:
     def __init__(self, model: LoadedModel, probe: LabelledProbe, layers: Sequence[str], batch_size: int = 64):
         find_modules(model.module, list(layers))
         self.model = model.module
-        self.probe = probe
+        self.device = next(self.model.parameters()).device
         self.batch_size = batch_size
         self.suffix: nn.Module = self.model
-        self.inputs = probe.pixels
         split = split_before(self.model, layers)
-        if split is not None:
-            prefix, suffix = split
-            if _reproduces(self.model, prefix, suffix, probe.pixels[:4]):
-                self.suffix = suffix
-                self.inputs = self._batched(prefix, probe.pixels, "caching the unablated prefix")
+        prefix: nn.Module | None = None
+        self.spill = tempfile.TemporaryFile(prefix="milan-ablation-")
+        self.shape: tuple[int, ...] = ()
+        kept: list[int] = []
+        for pixels, positions in probe.batches(batch_size, "reading the labelled images once"):
+            pixels = pixels.to(self.device)
+            if not kept and split is not None and _reproduces(self.model, *split, pixels[:4]):
+                prefix, self.suffix = split
+            with torch.inference_mode():
+                inputs = prefix(pixels) if prefix is not None else pixels
+            self.shape = tuple(inputs.shape[1:])
+            self.spill.write(inputs.float().cpu().numpy().tobytes())
+            kept.extend(positions)
+        if not kept:
+            raise UserError(f"no image under {probe.root} could be decoded")
+        self.spill.flush()
+        self.probe = probe.subset(kept)
 
-    def _batched(self, module: nn.Module, inputs: torch.Tensor, desc: str | None = None) -> torch.Tensor:
-        chunks = range(0, len(inputs), self.batch_size)
-        with torch.inference_mode():
-            return torch.cat([
-                module(inputs[i : i + self.batch_size])
-                for i in tqdm(chunks, desc=desc, unit="batch", leave=False, disable=desc is None)
-            ])
+    def _inputs(self) -> Iterator[torch.Tensor]:
+        """The cached inputs of the suffix, a batch at a time, read back from the spill file."""
+        per_batch = self.batch_size * int(np.prod(self.shape)) * 4  # bytes of float32
+        self.spill.seek(0)
+        while True:
+            buffer = bytearray(per_batch)
+            size = self.spill.readinto(buffer)
+            if not size:
+                return
+            yield torch.frombuffer(buffer, dtype=torch.float32, count=size // 4).view(-1, *self.shape).to(self.device)
 
     def correct(self, units: Units) -> np.ndarray:
         """(N,) booleans: is the top-1 prediction right with ``units`` zeroed?"""
-        with ablated(self.model, {layer: list(u) for layer, u in units.items() if len(u)}):
-            logits = self._batched(self.suffix, self.inputs)
-        return (logits.argmax(dim=-1) == self.probe.targets).numpy()
+        with ablated(self.model, {layer: list(u) for layer, u in units.items() if len(u)}), torch.inference_mode():
+            predicted = torch.cat([self.suffix(inputs).argmax(dim=-1).cpu() for inputs in self._inputs()])
+        return (predicted == self.probe.targets).numpy()
 
     def accuracy(self, units: Units) -> float:
         return float(self.correct(units).mean())

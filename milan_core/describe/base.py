@@ -22,6 +22,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 from PIL import Image
 
+from milan_core.images import as_rgb
 from milan_core.models import Preprocessing
 
 DEFAULT_LAMBDA = 0.2
@@ -87,7 +88,7 @@ class RunView:
     def view(self, path: str) -> Image.Image:
         """The dissected model's view (resize + centre crop) of a probe image, as RGB."""
         with Image.open(self.probe_root / path) as image:
-            return self.preprocessing.geometry(image.convert("RGB"))
+            return self.preprocessing.geometry(as_rgb(image))
 
     def image_paths(self) -> list[str]:
         """Every distinct exemplar image of the run, in a stable order."""

@@ -7,6 +7,7 @@ with the shared PMI rule, embed, and write in one transaction. ``dissect --descr
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -18,6 +19,7 @@ from milan_core.config import CATALOG_PATH, DEFAULT_LAYERS, DEFAULT_MODEL, Disse
 from milan_core.describe.base import DEFAULT_LAMBDA, select
 from milan_core.describe.registry import DEFAULT_DESCRIBER, make_describer
 from milan_core.describe.store import description_tables, load_run_view, write_descriptions
+from milan_core.runtime import add_device_argument
 
 
 def describe_run(catalog_path: Path, run_id: str | None, describer: str | None,
@@ -65,12 +67,14 @@ def _described_run(args: argparse.Namespace, layers: tuple[str, ...], workdir: P
             described = catalog.described_count(run_id, name)
         if described:
             return args.catalog, run_id, name
+        print(f"note: run {run_id} has no {name} descriptions yet: describing it first, which writes them "
+              f"into {args.catalog}", file=sys.stderr)
         path = args.catalog
     else:
         path = workdir / "catalog.duckdb"
         config = DissectConfig(model=args.model, images=str(args.images), layers=layers, k=args.k,
                                max_images=args.max_images, workers=0)
-        run_id = dissect(config, path).run_id
+        run_id = dissect(config, path, device=args.device).run_id
     run_id, describer = describe_run(path, run_id, args.describer)
     return path, run_id, describer
 
@@ -113,6 +117,7 @@ def _add_evaluation_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--k", type=int, default=K, help="exemplars per unit for a fresh dissection")
     parser.add_argument("--max-images", type=int, default=None, help="use only the first N images")
     parser.add_argument("--csv", type=Path, default=None, help="write the table as rows method,metric,value")
+    add_device_argument(parser)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

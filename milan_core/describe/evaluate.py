@@ -26,7 +26,7 @@ from milan_core.describe.segmentation import concept_iou, concept_word
 from milan_core.describe.wordnet import imagenet_wnid, names_with_hypernyms, synonyms, synset_of_wnid, wordnet
 from milan_core.embedding import embed
 from milan_core.errors import UserError
-from milan_core.models import load_model
+from milan_core.models import load_recorded_model
 
 CONSTANT = "depictions"  # MILAN's constant baseline
 MIN_IOU = 0.04
@@ -137,7 +137,7 @@ def best_concepts(catalog: Catalog, run_id: str, model_name: str, images: Path, 
         layer: torch.tensor(units[units.layer == layer].sort_values("unit").threshold.to_numpy(), dtype=torch.float32)
         for layer in layers
     }
-    model = load_model(model_name)
+    model = load_recorded_model(model_name, run.config.get("weights"))
     ids = sorted(classes)
     result = concept_iou(model, images, masks, ids, thresholds)
     frames = []

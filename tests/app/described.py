@@ -1,6 +1,6 @@
 """Descriptions for the browser's test catalogs: real rows with real MiniLM vectors.
 
-The session's ``small_catalog`` (EfficientNet-Lite0 over 24 photos) is copied and given description
+The session's ``small_catalog`` (EfficientNet-Lite0 over the suite's 36 photos) is copied and given description
 and candidate rows, embedded with the real packaged MiniLM, so a search for "face" has to find the
 face units by keyword and meaning for real. Exemplars, thumbnails and maps are the dissection's own.
 """

@@ -96,7 +96,7 @@ def test_the_overview_page_shows_the_runs_vocabulary(
 ) -> None:
     app = run_app(monkeypatch, described_catalog, "screens/overview.py")
     assert not app.exception
-    assert [m.value for m in app.metric] == ["24", "1360", "26%"]
+    assert [m.value for m in app.metric] == ["36", "1360", "26%"]  # the probe set's 36 photos
     assert app.caption[0].value.startswith(markdown_text("efficientnet-lite0 · layers blocks.2, blocks.6, classifier"))
     links = {link.proto.label: link for link in app.main.get("page_link")}
     assert markdown_text("human faces") in links  # each most used description opens its search

@@ -37,12 +37,28 @@ def test_highlight_dims_the_outside_and_outlines_the_region(described_catalog: P
     assert np.allclose(drawn[~region], (original[~region] * DIM).astype(np.uint8))
 
 
+def _shown_pixels(drawn: Image.Image, thumbnail: bytes) -> int:
+    """Pixels drawn as region (kept or outlined) rather than dimmed."""
+    original = np.asarray(Image.open(io.BytesIO(thumbnail)).convert("RGB")).astype(int)
+    dimmed = (original * DIM).astype(np.uint8).astype(int)
+    return int((np.abs(np.asarray(drawn).astype(int) - dimmed).max(-1) > 1).sum())
+
+
 def test_a_lower_threshold_shows_a_larger_region(described_catalog: Path) -> None:
     with Catalog(described_catalog) as catalog:
         unit_id = catalog.unit_id(catalog.run().run_id, "blocks.6:17")
+        exemplar = catalog.exemplars(unit_id).iloc[0]
+        thumbnail = catalog.image(int(exemplar.image_id)).thumbnail
+        level = float(exemplar.threshold)
+        between = float(np.quantile(exemplar["map"], 0.25))  # below the unit's threshold, above the map's minimum
         default = highlighted_exemplars(catalog, unit_id, k=2)
+        lower = highlighted_exemplars(catalog, unit_id, threshold=between, k=2)
         lowered = highlighted_exemplars(catalog, unit_id, threshold=-1e9, k=2, size=224)
+    assert between < level
     assert len(default) == 2 and default[0][1].startswith("#1 ")
+    at_default, at_lower = _shown_pixels(default[0][0], thumbnail), _shown_pixels(lower[0][0], thumbnail)
+    assert 0 < at_default < at_lower <= 112 * 112  # the region grows as the threshold falls
+    assert at_lower >= mask(exemplar["map"], between, 112).sum() * 0.9
     assert lowered[0][0].size == (224, 224)
     kept = np.asarray(lowered[0][0])
     assert not (kept[2:-2, 2:-2] == OUTLINE).all(axis=-1).any()  # everything is inside: no rim but the edge

