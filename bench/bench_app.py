@@ -34,9 +34,10 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from catalog_app.render import draw_exemplars, exemplar_rows, strip  # noqa: E402
+from catalog_app.render import draw_exemplars, strip  # noqa: E402
 from catalog_app.views import CARD_EXEMPLARS  # noqa: E402
 from milan_core.catalog import Catalog, RunRecord, RunTables  # noqa: E402
+from milan_core.catalog.browse import exemplar_rows  # noqa: E402
 from milan_core.catalog.search import search_units  # noqa: E402
 from milan_core.embedding import embed  # noqa: E402
 

@@ -5,9 +5,10 @@ How the app is put together (``streamlit run catalog_app/app.py``):
 * ``app.py`` is the entrypoint. It builds the navigation with ``st.navigation`` and runs the chosen
   page, then closes every catalog the page opened, so the file is only held while a page is drawn
   and a writer (``dissect``, ``describe``) can always get at it between runs.
-* Each page is a plain script in ``catalog_app/pages/``. **To add a page, drop a ``.py`` file
-  there**: ``app.py`` lists it after the built-in pages, titled from its file name
-  (``audit.py`` -> "Audit", URL ``/audit``). A page starts with::
+* Each page is a plain script in ``catalog_app/screens/`` (not ``pages/``: Streamlit runs a file
+  there by itself when its URL is opened directly, bypassing ``app.py``, its navigation and its
+  closing of the catalog). **To add a page, drop a ``.py`` file there**: ``app.py`` lists it after
+  the built-in pages, titled from its file name (``audit.py`` -> "Audit", URL ``/audit``). A page starts with::
 
       from catalog_app.common import open_catalog
 
@@ -17,10 +18,13 @@ How the app is put together (``streamlit run catalog_app/app.py``):
 
   and keeps its state in widgets bound to the URL (``key="q", bind="query-params"``), so every
   view is a link someone can share. Link to a unit with ``unit_link(run_id, key)``.
-* ``open_catalog()`` draws the sidebar's catalog field (call it once per page run) and takes the
-  path from it, else ``MILAN_CATALOG``, else ``data/catalog.duckdb``; opens it read-only; and when it
-  is missing, empty, or from a newer schema, says so in one sentence with the command to make one and
-  returns None (never a traceback).
+* ``open_catalog()`` draws the sidebar's catalog list (call it once per page run): the catalogs
+  under ``MILAN_CATALOG_DIRS`` (default: the folder of ``MILAN_CATALOG``, else of
+  ``data/catalog.duckdb``), the default one first; opens the chosen one read-only; and when it is
+  missing, empty, or from a newer schema, says so in one sentence with the command to make one
+  and returns None (never a traceback).
+* Text from the catalog, the URL or a person goes through ``catalog_app.text.markdown_text``
+  before any element that reads markdown (captions, info boxes, labels), or into ``st.text``.
 * Cache with ``st.cache_data`` on ``catalog_key(catalog)`` (path and modification time), passing the
   open catalog itself as an argument whose name starts with ``_`` (not hashed).
 """
@@ -30,17 +34,21 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import streamlit as st
 
+from catalog_app.text import markdown_text
 from milan_core.catalog import MAKE_ONE, Catalog
 from milan_core.errors import UserError
 
 DEFAULT_CATALOG = Path("data/catalog.duckdb")
 CATALOG_ENV = "MILAN_CATALOG"
+CATALOG_DIRS_ENV = "MILAN_CATALOG_DIRS"
 PATH_KEY = "catalog_path"
 FIELD_KEY = "catalog_field"
+#: Most catalogs listed from the configured folders (a folder of thousands is a mistake, not a choice).
+MAX_LISTED_CATALOGS = 500
 
 #: Catalogs opened during the current script run, per session thread; ``close_catalogs`` ends them.
 _opened = threading.local()
@@ -58,24 +66,67 @@ def default_catalog_path() -> Path:
     return Path(os.environ.get(CATALOG_ENV) or DEFAULT_CATALOG)
 
 
+def catalog_dirs() -> list[Path]:
+    """The folders whose catalogs a visitor may open: ``MILAN_CATALOG_DIRS`` (separated like PATH),
+    else the default catalog's folder. Set by whoever runs the server, never by a visitor."""
+    raw = os.environ.get(CATALOG_DIRS_ENV, "")
+    folders = [Path(part).expanduser() for part in raw.split(os.pathsep) if part.strip()]
+    return [folder.resolve() for folder in folders or [default_catalog_path().parent]]
+
+
+def available_catalogs() -> list[Path]:
+    """Every ``*.duckdb`` file under the configured folders, the default catalog first when it is one.
+
+    The sidebar offers only these, so a visitor can neither open an arbitrary file on the server
+    nor learn whether a path exists.
+    """
+    found: dict[Path, None] = {}
+    default = default_catalog_path().resolve()
+    if default.is_file() and any(default.is_relative_to(folder) for folder in catalog_dirs()):
+        found[default] = None
+    for folder in catalog_dirs():
+        for path in sorted(folder.rglob("*.duckdb")) if folder.is_dir() else ():
+            if len(found) >= MAX_LISTED_CATALOGS:
+                return list(found)
+            if path.is_file():
+                found[path.resolve()] = None
+    return list(found)
+
+
 def _remember_path() -> None:
     st.session_state[PATH_KEY] = st.session_state[FIELD_KEY]
 
 
-def catalog_path() -> Path:
-    """The catalog the person asked for: the sidebar field, else the environment, else the default.
+def _catalog_label(path: str) -> str:
+    """A listed catalog's name: its path inside the configured folder that holds it."""
+    for folder in catalog_dirs():
+        if Path(path).is_relative_to(folder):
+            return f"{Path(path).relative_to(folder)} ({folder.name or folder})"
+    return Path(path).name
 
-    The field is drawn by the page: a widget drawn by ``app.py`` itself loses its value when changed
+
+def catalog_path() -> Path:
+    """The catalog the person picked in the sidebar from the listed ones, else the default.
+
+    The list is drawn by the page: a widget drawn by ``app.py`` itself loses its value when changed
     under ``st.navigation`` in this Streamlit. Its value is also kept under a session key of its
-    own, so it survives switching pages.
+    own, so it survives switching pages. With nothing listed the default catalog is used, so its
+    page can say how to make it.
     """
-    chosen = str(st.session_state.get(PATH_KEY) or default_catalog_path())
-    st.sidebar.text_input(
-        "Catalog file", value=chosen, key=FIELD_KEY, on_change=_remember_path,
-        help=f"A DuckDB catalog made by `python -m milan_core dissect`; default from ${CATALOG_ENV}.",
+    listed = [str(path) for path in available_catalogs()]
+    if not listed:
+        return default_catalog_path()
+    remembered = st.session_state.get(PATH_KEY)
+    st.sidebar.selectbox(
+        "Catalog",
+        listed,
+        index=listed.index(remembered) if remembered in listed else 0,
+        key=FIELD_KEY,
+        format_func=_catalog_label,
+        on_change=_remember_path,
+        help=f"The DuckDB catalogs made by `python -m milan_core dissect` in the folders ${CATALOG_DIRS_ENV} names.",
     )
-    chosen = str(st.session_state.get(FIELD_KEY) or "").strip()
-    return Path(chosen).expanduser() if chosen else default_catalog_path()
+    return Path(st.session_state.get(FIELD_KEY) or listed[0])
 
 
 def open_catalog() -> Catalog | None:
@@ -84,12 +135,11 @@ def open_catalog() -> Catalog | None:
     try:
         catalog = Catalog(path)
     except UserError as error:
-        st.info(f"{error}.")
+        st.info(markdown_text(f"{error}."))
         return None
     _remember(catalog)
-    has_runs = catalog.con.execute("SELECT count(*) FROM runs").fetchone()[0]
-    if not has_runs:
-        st.info(f"The catalog {path} is empty; {MAKE_ONE.format(path=path)}.")
+    if catalog.runs().empty:
+        st.info(markdown_text(f"The catalog {path} is empty; {MAKE_ONE.format(path=path)}."))
         return None
     return catalog
 
@@ -113,10 +163,26 @@ def catalog_key(catalog: Catalog) -> CatalogKey:
     return CatalogKey(str(path), path.stat().st_mtime_ns)
 
 
-UNIT_PAGE = "pages/unit.py"
+def run_choice(runs: list[str], where: Any = st) -> str:
+    """The run picked in a select box, starting from ``?run=`` (else the first run), and written back
+    to the URL even when it is the first run, so that every link and shared address names its run."""
+    asked = st.query_params.get("run")
+    chosen = where.selectbox("Run", runs, index=runs.index(asked) if asked in runs else 0)
+    if chosen is not None and asked != chosen:
+        st.query_params["run"] = chosen
+    return chosen
 
 
-def unit_link(run_id: str, key: str, label: str | None = None) -> None:
-    """A link to a unit's page (``/unit?run=...&unit=layer:unit``)."""
-    st.page_link(UNIT_PAGE, label=label or key, query_params={"run": run_id, "unit": key},
-                 icon=":material/open_in_new:")
+UNIT_PAGE = "screens/unit.py"
+
+
+def unit_link(run_id: str, key: str, label: str | None = None, bold: bool = False) -> None:
+    """A link to a unit's page (``/unit?run=...&unit=layer:unit``), keeping the run; the label is
+    shown as text (``bold`` in bold)."""
+    text = markdown_text(label or key)
+    st.page_link(
+        UNIT_PAGE,
+        label=f"**{text}**" if bold else text,
+        query_params={"run": run_id, "unit": key},
+        icon=":material/open_in_new:",
+    )

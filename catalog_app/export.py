@@ -1,7 +1,9 @@
 """The browser's CSV export: one row per chosen unit, with what it takes to find its pictures again.
 
-Exemplar paths are written as full paths (each run's own resolved path of the file), in rank order
-and separated by ``;``, so a spreadsheet or a script can open them directly.
+Rows come in the order given (a search's rank order) with that ``rank``; each row's exemplar paths
+are full paths (the run's probe root joined with the stored relative path) and their activations,
+both in exemplar rank order and separated by ``;``, so a spreadsheet or a script can open them
+directly; then what people said about the unit (agree/disagree with its description, labels).
 """
 
 from __future__ import annotations
@@ -11,35 +13,34 @@ from collections.abc import Sequence
 import pandas as pd
 
 from milan_core.catalog import Catalog
+from milan_core.catalog.browse import EXPORT_UNIT_COLUMNS, export_rows
+from milan_core.catalog.notes import Notes
 from milan_core.catalog.search import default_describer
 
 EXPORT_COLUMNS = (
-    "run_id", "model", "layer", "unit", "key", "describer", "description", "score", "log_p_given_e", "log_p",
-    "confidence", "significance", "evidence_type", "threshold", "act_mean", "act_max", "exemplar_paths",
+    "rank",
+    *EXPORT_UNIT_COLUMNS,
+    "exemplar_paths",
+    "exemplar_activations",
+    "agree",
+    "disagree",
+    "labels",
 )
 
 
 def export_frame(catalog: Catalog, unit_ids: Sequence[int], describer: str | None) -> pd.DataFrame:
-    """The export rows of ``unit_ids`` (in run, layer, unit order) with ``describer``'s descriptions
-    (default: the catalog's most used describer, as in the search)."""
+    """The export rows of ``unit_ids`` in that order, with ``describer``'s descriptions (default: the
+    catalog's most used describer, as in the search) and the notes kept beside the catalog."""
     describer = describer if describer is not None else default_describer(catalog)
-    frame = catalog.query(
-        """
-        SELECT u.run_id, r.model, u.layer, u.unit, u.layer || ':' || u.unit AS key, d.describer,
-               d.description, d.score, d.log_p_given_e, d.log_p, d.confidence, d.significance, d.evidence_type,
-               u.threshold, u.act_mean, u.act_max,
-               (SELECT string_agg(p.path, ';' ORDER BY e.rank) FROM exemplars e JOIN run_images p
-                  ON p.run_id = u.run_id AND p.image_id = e.image_id WHERE e.unit_id = u.unit_id) AS exemplar_paths
-        FROM units u
-        JOIN runs r USING (run_id)
-        JOIN layers l ON l.run_id = u.run_id AND l.layer = u.layer
-        LEFT JOIN descriptions d ON d.unit_id = u.unit_id AND d.describer = ?
-        WHERE list_contains(?, u.unit_id)
-        ORDER BY u.run_id, l.layer_index, u.unit
-        """,
-        [describer, [int(i) for i in unit_ids]],
+    frame = export_rows(catalog, unit_ids, describer)
+    notes = Notes(catalog.path)
+    votes = notes.vote_counts().rename(columns={"unit_key": "key"})
+    labels = notes.unit_labels().rename(columns={"unit_key": "key"})
+    frame = frame.merge(votes, on=["run_id", "key", "description"], how="left").merge(
+        labels, on=["run_id", "key"], how="left"
     )
-    return frame[list(EXPORT_COLUMNS)]
+    frame[["agree", "disagree"]] = frame[["agree", "disagree"]].fillna(0).astype(int)
+    return frame.sort_values("rank")[list(EXPORT_COLUMNS)].reset_index(drop=True)
 
 
 def export_csv(catalog: Catalog, unit_ids: Sequence[int], describer: str | None) -> bytes:

@@ -2,13 +2,15 @@
 
 The region is where the exemplar's stored activation map, upsampled to the picture, exceeds the
 unit's threshold (``milan_core.exemplars.mask``) — the same rule the describers use, so what a person
-sees is what was described. No Streamlit here, so the drawing tests and caches simply.
+sees is what was described. The ``heatmap`` style lays the upsampled map itself over the photo
+instead (red where the unit fires most), for regions too small to read when dimmed. A whole-image
+unit (a 1x1 map: logits, pooled features) has no region to show: its pictures are drawn as they are.
+No Streamlit here, so the drawing tests and caches simply.
 """
 
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -16,12 +18,20 @@ import pandas as pd
 from PIL import Image
 
 from milan_core.catalog import Catalog
-from milan_core.exemplars import dequantise, mask
+from milan_core.catalog.browse import exemplar_rows
+from milan_core.exemplars import dequantise, mask, upsample
 
 #: Brightness kept outside the region, and the outline's colour (amber reads on photos).
 DIM = 0.3
 OUTLINE = np.array([255, 176, 0], dtype=np.uint8)
 GAP = 4
+HEAT = np.array([230, 30, 30], dtype=np.float32)
+#: How the region is shown: outside dimmed and outlined, or the activation map as a heatmap.
+STYLES = ("dim", "heatmap")
+LEGEND = {
+    "dim": "dimmed = below the unit's threshold (outside its region); amber line = the region's edge",
+    "heatmap": "red = where the unit fires, stronger red = higher activation (above its threshold only)",
+}
 
 
 def outline(region: np.ndarray) -> np.ndarray:
@@ -44,17 +54,32 @@ def highlight(
     amap: np.ndarray,
     threshold: float,
     size: int | None = None,
+    style: str = "dim",
     dim: float = DIM,
     outlined: bool = True,
 ) -> Image.Image:
-    """The thumbnail (at ``size``, default its own) with the outside kept at ``dim`` of its brightness
-    and, if ``outlined``, the region's rim drawn (blind annotation sheets want no outline)."""
-    pixels = np.asarray(thumbnail_at(thumbnail, size))
+    """The thumbnail (at ``size``, default its own) with the unit's region shown in ``style``: the
+    outside kept at ``dim`` of its brightness and, if ``outlined``, the region's rim drawn (blind
+    annotation sheets want no outline), or the ``heatmap``."""
+    picture = thumbnail_at(thumbnail, size)
+    if amap.size == 1:  # a whole-image unit: the region would be all or nothing
+        return picture
+    pixels = np.asarray(picture)
+    if style == "heatmap":
+        return Image.fromarray(heatmap(pixels, amap, threshold))
     region = mask(amap, threshold, pixels.shape[0])
     shown = np.where(region[..., None], pixels, (pixels * dim).astype(np.uint8))
     if outlined:
         shown[outline(region)] = OUTLINE
     return Image.fromarray(shown)
+
+
+def heatmap(pixels: np.ndarray, amap: np.ndarray, threshold: float) -> np.ndarray:
+    """The photo with red laid over it in proportion to how far the upsampled map exceeds the threshold."""
+    levels = upsample(amap, pixels.shape[0]).numpy()
+    top = max(float(levels.max()), threshold + 1e-6)
+    alpha = (np.clip((levels - threshold) / (top - threshold), 0.0, 1.0) * 0.7)[..., None]
+    return (pixels * (1 - alpha) + HEAT * alpha).astype(np.uint8)
 
 
 def strip(pictures: list[Image.Image], gap: int = GAP) -> Image.Image:
@@ -83,21 +108,8 @@ def grid(pictures: list[Image.Image], columns: int, rows: int, gap: int = GAP) -
     return canvas
 
 
-def exemplar_rows(catalog: Catalog, unit_ids: Sequence[int], k: int | None = None) -> pd.DataFrame:
-    """The first ``k`` exemplars (all with None) of several units in one query: stored map, threshold,
-    path and thumbnail, in unit then rank order (one query for a page of cards, not one per card)."""
-    return catalog.query(
-        "SELECT e.unit_id, e.rank, e.activation, e.amap_min, e.amap_max, e.amap, u.threshold, "
-        "l.map_height, l.map_width, p.path, i.thumbnail FROM exemplars e "
-        "JOIN units u ON u.unit_id = e.unit_id JOIN layers l ON l.run_id = u.run_id AND l.layer = u.layer "
-        "JOIN images i ON i.image_id = e.image_id JOIN run_images p ON p.run_id = u.run_id AND p.image_id = e.image_id "
-        "WHERE e.unit_id IN (SELECT unnest(?::BIGINT[])) AND (? IS NULL OR e.rank < ?) ORDER BY e.unit_id, e.rank",
-        [[int(i) for i in unit_ids], k, k],
-    )
-
-
 def draw_exemplars(
-    rows: pd.DataFrame, threshold: float | None = None, size: int | None = None
+    rows: pd.DataFrame, threshold: float | None = None, size: int | None = None, style: str = "dim"
 ) -> list[tuple[Image.Image, str]]:
     """One unit's exemplar rows drawn with their regions at ``threshold`` (default: the unit's), with captions."""
     drawn = []
@@ -105,12 +117,17 @@ def draw_exemplars(
         amap = dequantise(bytes(row.amap), row.amap_min, row.amap_max, row.map_height, row.map_width)
         level = row.threshold if threshold is None else threshold
         caption = f"#{row.rank + 1} {Path(row.path).stem} ({row.activation:.2f})"
-        drawn.append((highlight(bytes(row.thumbnail), amap, level, size), caption))
+        drawn.append((highlight(bytes(row.thumbnail), amap, level, size, style), caption))
     return drawn
 
 
 def highlighted_exemplars(
-    catalog: Catalog, unit_id: int, threshold: float | None = None, k: int | None = None, size: int | None = None
+    catalog: Catalog,
+    unit_id: int,
+    threshold: float | None = None,
+    k: int | None = None,
+    size: int | None = None,
+    style: str = "dim",
 ) -> list[tuple[Image.Image, str]]:
     """A unit's exemplars drawn with their regions at ``threshold`` (default: the unit's), with captions."""
-    return draw_exemplars(exemplar_rows(catalog, [unit_id], k), threshold, size)
+    return draw_exemplars(exemplar_rows(catalog, [unit_id], k), threshold, size, style)

@@ -50,19 +50,16 @@ def matching_units(
     """Every unit of the runs whose description matches the query; a UserError when none does,
     unless not ``required`` (an audit: zero units of a kind is an answer, not a mistake).
 
-    The search also counts a query word in a unit's losing candidates; the applications act on
-    what a unit *is described as*, so those hits count only with ``candidates=True`` (a unit
-    described "large areas" with "dog" among its rejected candidates is not a dog unit).
+    The same rule as the search page's (``search_units``), so both give the same count: a query
+    word in a unit's losing candidates counts only with ``candidates=True``.
     """
     if not query.strip():
         raise UserError("--query is empty; give a word or phrase such as \"face\"")
     total = catalog.unit_count()
     found = search_units(
         catalog, query, run_ids=run_ids, describer=describer, limit=total,
-        min_similarity=min_similarity, layers=tuple(layers),
+        min_similarity=min_similarity, layers=tuple(layers), candidates=candidates,
     )
-    if not candidates:
-        found = found[(found.description_hits > 0) | found.semantic_hit].reset_index(drop=True)
     if found.empty and required:
         raise UserError(
             f"no unit of {', '.join(run_ids)} has a description matching {query!r} (keyword, or "

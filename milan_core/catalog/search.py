@@ -6,7 +6,8 @@ unit's rank mixes three signals, each computed inside DuckDB with parameterised 
 
 * keyword hits in the chosen description: each query word must start a word of the text
   (``face`` matches "faces", not "surface"), matched with a case-insensitive RE2 pattern;
-* keyword hits in the unit's other candidates (``candidates.text``, the winner excluded);
+* keyword hits in the unit's other candidates (``candidates.text``, the winner excluded), only
+  when asked (``candidates=True``);
 * cosine similarity between the query's MiniLM vector (``milan_core.embedding.embed``) and the
   stored description vector (unit vectors, so the inner product is the cosine).
 
@@ -21,6 +22,10 @@ Why not DuckDB's full-text-search extension: ``duckdb-ext-fts`` does load offlin
 DuckDB, but its index is a set of tables that must be created in the searched database, and the app
 and the audit command open the catalog read-only; word-start patterns over the distinct texts do
 the keyword part without an index.
+
+Keyword matches are listed first, then the "related" ones (meaning only), so a word a person typed
+is never buried under look-alikes; ``count_matches`` and the ``audit`` command apply the same rule,
+so a query and filters give the same count everywhere.
 
 ``search_units`` returns one page of the ranking (``limit``/``offset``) with a ``total`` column, so
 no caller ever loads every unit; ``count_matches`` counts matches per run and layer.
@@ -44,10 +49,12 @@ from milan_core.catalog.connection import Catalog
 from milan_core.embedding import EMBEDDING_DIM
 from milan_core.errors import UserError
 
-#: Semantic matches need at least this cosine similarity. MiniLM puts unrelated short phrases at
-#: 0.1-0.35 from a one-word query ("face" vs "green grass" 0.19, vs "dogs" 0.33) and related ones
-#: above 0.4 ("face" vs "spotted dog faces" 0.52, "faces" vs "portraits of people" 0.42).
-DEFAULT_MIN_SIMILARITY = 0.4
+#: Semantic matches need at least this cosine similarity. MiniLM puts short phrases unrelated to
+#: a one-word query at 0.3-0.45 ("face" vs "bikini" 0.43, "slug" 0.43, "tank" 0.41, "green grass"
+#: 0.19), and close ones above 0.5 ("face" vs "head" 0.59, "mask" 0.54, "human faces" 0.67; "dog"
+#: vs "puppy" 0.80, "hound" 0.65). At 0.4 "face" returned bikinis, tanks and slugs; meaning matches
+#: are listed after the keyword matches, under "related", with their similarity.
+DEFAULT_MIN_SIMILARITY = 0.5
 
 #: How much a keyword hit adds to the ranking score (similarity is 0..1): a description that says
 #: the word outranks one that only means something close; a losing candidate that says it adds less.
@@ -110,6 +117,37 @@ def query_terms(query: str) -> list[str]:
 def term_patterns(terms: Sequence[str]) -> list[str]:
     """RE2 patterns matching each term at the start of a word, ignoring case."""
     return [r"(?i)\b" + re.escape(term) for term in terms]
+
+
+_meaning_loaded = threading.Event()
+
+
+def embedding_model_loaded() -> bool:
+    """Whether this process has MiniLM in memory already (a describe or a test may have loaded it)."""
+    from milan_core import embedding
+
+    return embedding._model.cache_info().currsize > 0
+_meaning_lock = threading.Lock()
+
+
+def _load_meaning() -> None:
+    query_vector("face")  # loads MiniLM once per process
+    _meaning_loaded.set()
+
+
+def meaning_ready() -> bool:
+    """Whether queries can be embedded now; if not, start loading MiniLM in the background (once).
+
+    Loading it takes seconds (importing transformers, reading the weights), so a fresh app draws its
+    keyword matches at once with ``semantic=False`` and lets the meaning matches join when this
+    says the model is there.
+    """
+    if _meaning_loaded.is_set() or embedding_model_loaded():
+        return True
+    with _meaning_lock:
+        if not any(t.name == "milan-load-minilm" for t in threading.enumerate()):
+            threading.Thread(target=_load_meaning, name="milan-load-minilm", daemon=True).start()
+    return False
 
 
 @lru_cache(maxsize=256)
@@ -231,9 +269,10 @@ NO_CANDIDATE_HITS = pa.table(
 
 def _query_catalog(catalog: Catalog, sql: str, params: dict[str, Any]) -> pd.DataFrame:
     """Run a search query with the query's matching texts (``text_matches``) and units with candidate
-    hits (``candidate_hits``), computed on the in-memory index, visible to it as tables."""
+    hits (``candidate_hits``, left empty unless losing candidates count), computed on the in-memory
+    index, visible to it as tables."""
     params = dict(params)
-    vector = params.pop("vector")
+    vector, candidates = params.pop("vector"), params.pop("candidates")
     patterns = {name: value for name, value in params.items() if name.startswith("pattern_")}
     matches, candidate_hits = NO_TEXT_MATCHES, NO_CANDIDATE_HITS
     if params["has_query"]:
@@ -242,7 +281,7 @@ def _query_catalog(catalog: Catalog, sql: str, params: dict[str, Any]) -> pd.Dat
             text_matches_sql(len(patterns)),
             {**patterns, "vector": vector, "min_similarity": params["min_similarity"]},
         ).fetch_arrow_table()
-        if patterns:
+        if patterns and candidates:
             candidate_hits = cursor.execute(candidate_hits_sql(len(patterns)), patterns).fetch_arrow_table()
         cursor.close()
     catalog.con.register("text_matches", matches)
@@ -290,7 +329,7 @@ RANKED_SQL = f"""
 
 def _search_params(
     catalog: Catalog, query: str, run_ids: Sequence[str] | None, describer: str | None,
-    min_similarity: float, filters: dict[str, Any],
+    min_similarity: float, candidates: bool, semantic: bool, filters: dict[str, Any],
 ) -> dict[str, Any]:
     """The named parameters of one search (``pattern_0`` ... one per query word)."""
     chosen = UnitFilters.from_keywords(filters)
@@ -299,9 +338,10 @@ def _search_params(
     return {
         **{f"pattern_{i}": pattern for i, pattern in enumerate(term_patterns(terms))},
         "describer": describer if describer is not None else default_describer(catalog),
-        "vector": list(query_vector(query)) if query else None,
+        "vector": list(query_vector(query)) if query and semantic else None,
         "run_ids": list(run_ids or ()),
         "has_query": bool(query),
+        "candidates": bool(candidates),
         "n_terms": max(len(terms), 1),
         "min_similarity": float(min_similarity),
         "layers": list(chosen.layers),
@@ -325,6 +365,8 @@ def search_units(
     limit: int | None = 50,
     offset: int = 0,
     min_similarity: float = DEFAULT_MIN_SIMILARITY,
+    candidates: bool = False,
+    semantic: bool = True,
     **filters: Any,
 ) -> pd.DataFrame:
     """One page of units matching ``query`` (all units when it is empty), best match first.
@@ -337,25 +379,31 @@ def search_units(
     layer_index, unit, key ('layer:unit'), describer, description, score (PMI), log_p_given_e, log_p,
     confidence, significance, evidence_type, best_iou, threshold, act_mean, act_std, act_max, description_hits,
     candidate_hits, candidate_text, similarity, semantic_hit, keyword_hit, rank_score, total (how
-    many units match in all, for paging) and reason (why the unit matched, in words).
+    many units match in all, for paging), match ('keyword': a query word is in the description, or
+    with ``candidates`` in a losing candidate; 'related': only the meaning is close; 'all': no query)
+    and reason (why the unit matched, in words). Keyword matches come first, then related ones,
+    each by ``rank_score``. ``semantic=False`` matches keywords only (no MiniLM).
+    ``candidates=False`` (the default, as in ``audit``) ignores the losing candidates, so a unit
+    described "large areas" with "dog" among its rejected candidates is no dog.
     """
-    params = _search_params(catalog, query, run_ids, describer, min_similarity, filters)
+    params = _search_params(catalog, query, run_ids, describer, min_similarity, candidates, semantic, filters)
     params.update(limit=None if limit is None else max(0, int(limit)), offset=max(0, int(offset)))
     sql = f"""
         WITH {RANKED_SQL},
         page AS (
             SELECT *, count(*) OVER () AS total FROM matched
-            ORDER BY rank_score DESC, run_id, layer_index, unit LIMIT $limit OFFSET $offset
+            ORDER BY keyword_hit DESC, rank_score DESC, run_id, layer_index, unit LIMIT $limit OFFSET $offset
         )
         SELECT p.unit_id, p.run_id, r.model, p.layer, p.layer_index, p.unit, p.layer || ':' || p.unit AS key,
                d.describer, d.description, d.score, d.log_p_given_e, d.log_p, d.confidence, d.significance,
                p.evidence_type,
                {BEST_IOU_SQL} AS best_iou, u.threshold, u.act_mean, u.act_std, u.act_max,
                p.description_hits, p.candidate_hits, p.candidate_text, p.similarity, p.semantic_hit,
-               p.keyword_hit, p.rank_score, p.total
+               p.keyword_hit, p.rank_score, p.total,
+               CASE WHEN NOT $has_query THEN 'all' WHEN p.keyword_hit THEN 'keyword' ELSE 'related' END AS match
         FROM page p JOIN units u ON u.unit_id = p.unit_id JOIN runs r ON r.run_id = p.run_id
         LEFT JOIN descriptions d ON d.unit_id = p.unit_id AND d.describer = $describer
-        ORDER BY p.rank_score DESC, p.run_id, p.layer_index, p.unit
+        ORDER BY p.keyword_hit DESC, p.rank_score DESC, p.run_id, p.layer_index, p.unit
     """
     frame = _query_catalog(catalog, sql, params)
     terms = query_terms(query or "")
@@ -370,6 +418,8 @@ def count_matches(
     run_ids: Sequence[str] | None = None,
     describer: str | None = None,
     min_similarity: float = DEFAULT_MIN_SIMILARITY,
+    candidates: bool = False,
+    semantic: bool = True,
     **filters: Any,
 ) -> pd.DataFrame:
     """How many units of each run and layer match ``query``, next to how many units the layer has.
@@ -377,7 +427,7 @@ def count_matches(
     Columns: run_id, model, layer, layer_index, matches, units, share (matches / units); every
     layer passing the filters appears, with 0 matches if none.
     """
-    params = _search_params(catalog, query, run_ids, describer, min_similarity, filters)
+    params = _search_params(catalog, query, run_ids, describer, min_similarity, candidates, semantic, filters)
     sql = f"""
         WITH {RANKED_SQL}
         SELECT k.run_id, r.model, k.layer, k.layer_index, k.matches, k.units FROM (

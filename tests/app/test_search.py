@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 from described import CANDIDATE_FACE_UNIT, DESCRIBER
 
+from milan_core.applications.audit import matching_units
 from milan_core.catalog import Catalog
-from milan_core.catalog.search import count_matches, nearest_units, query_terms, search_units
+from milan_core.catalog.search import DEFAULT_MIN_SIMILARITY, count_matches, nearest_units, query_terms, search_units
 from milan_core.embedding import embed
 from milan_core.errors import UserError
 
@@ -38,18 +39,47 @@ def test_face_finds_the_face_units_first(catalog: Catalog) -> None:
     assert "description says 'face'" in found.reason[0]
 
 
-def test_a_losing_candidate_that_says_the_word_matches_with_its_reason(catalog: Catalog) -> None:
-    found = search_units(catalog, "face").set_index("key")
+def test_a_losing_candidate_that_says_the_word_matches_only_when_asked(catalog: Catalog) -> None:
+    assert CANDIDATE_FACE_UNIT not in set(search_units(catalog, "face").key)  # described "small spots" etc.
+    found = search_units(catalog, "face", candidates=True).set_index("key")
     assert "face" not in found.description[CANDIDATE_FACE_UNIT]
     assert "candidate 'face close-ups'" in found.reason[CANDIDATE_FACE_UNIT]
+    assert found.match[CANDIDATE_FACE_UNIT] == "keyword"
 
 
-def test_meaning_alone_finds_a_description_without_the_word(catalog: Catalog) -> None:
-    found = search_units(catalog, "faces").set_index("key")
+def test_meaning_alone_finds_a_description_without_the_word_listed_as_related(catalog: Catalog) -> None:
+    found = search_units(catalog, "faces", min_similarity=0.4).set_index("key")
     portraits = found.loc["blocks.6:100"]
     assert portraits.description == "portraits of people" and not portraits.keyword_hit
-    assert portraits.similarity > 0.4 and "meaning close" in portraits.reason
+    assert portraits.similarity > 0.4 and "meaning close" in portraits.reason and portraits.match == "related"
     assert found.index.get_loc("blocks.6:100") > found.index.get_loc("blocks.6:17")
+    # at the default threshold (0.5) a 0.42 look-alike is not a match
+    assert DEFAULT_MIN_SIMILARITY == 0.5 and "blocks.6:100" not in set(search_units(catalog, "faces").key)
+
+
+def test_keyword_matches_come_before_every_related_one(catalog: Catalog) -> None:
+    found = search_units(catalog, "faces", min_similarity=0.15, limit=None)
+    kinds = found.match.tolist()
+    assert "keyword" in kinds and "related" in kinds
+    assert kinds == sorted(kinds)  # 'keyword' < 'related': no related unit above a keyword one
+    related = found[found.match == "related"]
+    assert list(related.similarity) == sorted(related.similarity, reverse=True)
+    assert (related.similarity >= 0.15).all() and len(related) > 14
+    paged = [search_units(catalog, "faces", min_similarity=0.15, limit=7, offset=o).key.tolist() for o in (0, 7)]
+    assert paged[0] + paged[1] == found.key.tolist()[:14]
+
+
+@pytest.mark.parametrize("candidates", [False, True])
+@pytest.mark.parametrize("query", ["face", "faces", "dog", "stripes", "sky", "people", "wheel"])
+def test_search_count_and_audit_agree(catalog: Catalog, query: str, candidates: bool) -> None:
+    run_ids = [catalog.run().run_id]
+    total = len(search_units(catalog, query, candidates=candidates, limit=None))
+    counted = int(count_matches(catalog, query, candidates=candidates).matches.sum())
+    try:
+        audited = len(matching_units(catalog, query, run_ids, candidates=candidates))
+    except UserError:
+        audited = 0
+    assert total == counted == audited
 
 
 def test_keywords_match_word_starts_only(catalog: Catalog) -> None:
@@ -84,7 +114,9 @@ def test_paging_walks_the_same_ranking(catalog: Catalog) -> None:
 
 def test_count_matches_per_layer(catalog: Catalog) -> None:
     counts = count_matches(catalog, "face").set_index("layer")
-    assert counts.matches.to_dict() == {"blocks.2": 0, "blocks.6": 3, "classifier": 0}
+    assert counts.matches.to_dict() == {"blocks.2": 0, "blocks.6": 2, "classifier": 0}
+    with_candidates = count_matches(catalog, "face", candidates=True).set_index("layer")
+    assert with_candidates.matches.to_dict() == {"blocks.2": 0, "blocks.6": 3, "classifier": 0}
     assert counts.units.to_dict() == {"blocks.2": 40, "blocks.6": 320, "classifier": 1000}
 
 

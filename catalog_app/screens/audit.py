@@ -1,7 +1,8 @@
 """Audit: how many units of each layer match a query, per run side by side (``/audit?q=face``).
 
-The matching is the search's (keyword or meaning above the threshold), the same as the ``audit``
-command's, so the bars here and the command's table agree.
+The matching is the search's (keyword or meaning above the threshold, losing candidates only when
+ticked), the same as the ``audit`` command's and the Search page's, so the bars here, the command's
+table and the search's count agree for the same query and options.
 """
 
 from __future__ import annotations
@@ -10,19 +11,23 @@ import plotly.express as px
 import streamlit as st
 
 from catalog_app.common import CatalogKey, catalog_key, open_catalog, unit_link
+from catalog_app.text import markdown_text
+from catalog_app.views import match_controls
 from milan_core.applications.audit import layer_counts, matching_units
 from milan_core.catalog import Catalog
-from milan_core.catalog.search import DEFAULT_MIN_SIMILARITY
 from milan_core.errors import UserError
 
 MAX_LISTED = 200
+SEARCH_PAGE = "screens/search.py"
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
-def cached_audit(_catalog: Catalog, key: CatalogKey, query: str, runs: tuple[str, ...], min_similarity: float):
+def cached_audit(
+    _catalog: Catalog, key: CatalogKey, query: str, runs: tuple[str, ...], min_similarity: float, candidates: bool
+):
     """(per-layer counts, matching units) or a UserError message when nothing matches."""
     try:
-        units = matching_units(_catalog, query, runs, min_similarity=min_similarity)
+        units = matching_units(_catalog, query, runs, min_similarity=min_similarity, candidates=candidates)
     except UserError as error:
         return None, str(error)
     counts = layer_counts(_catalog, units, runs)
@@ -37,25 +42,45 @@ def main() -> None:
     all_runs = catalog.runs().run_id.tolist()
     query = st.text_input("Query", key="q", bind="query-params", placeholder="e.g. face, text, dog")
     runs = st.multiselect("Runs (none: all)", all_runs, key="runs", bind="query-params")
-    min_similarity = st.slider(
-        "Semantic match threshold", 0.0, 1.0, DEFAULT_MIN_SIMILARITY, 0.05, key="sim", bind="query-params",
-        help="A unit matches when its description contains a query word, "
-        "or its description's MiniLM cosine similarity to the query reaches this value.",
-    )
+    matching = match_controls()
+    min_similarity, candidates = matching["min_similarity"], matching["candidates"]
     if not query.strip():
         st.info("Type a query to count the units whose descriptions match it, layer by layer.")
         return
-    result, message = cached_audit(catalog, catalog_key(catalog), query, tuple(runs or all_runs), min_similarity)
+    result, message = cached_audit(
+        catalog, catalog_key(catalog), query, tuple(runs or all_runs), min_similarity, candidates
+    )
     if result is None:
-        st.warning(message)
+        st.warning(markdown_text(message))
         return
     counts, units = result
     st.caption(f"{len(units)} matching units; threshold: keyword, or cosine similarity ≥ {min_similarity:.2f}")
-    measure = st.radio("Bars show", ["matches", "share"], horizontal=True, key="measure",
-                       format_func={"matches": "number of units", "share": "share of the layer"}.get)
+    st.page_link(
+        SEARCH_PAGE,
+        label=f"Open these {len(units)} units in Search",
+        icon=":material/search:",
+        query_params={
+            "q": query,
+            "sim": str(min_similarity),
+            **({"runs": runs} if runs else {}),
+            **({"cand": "true"} if candidates else {}),
+        },
+    )
+    measure = st.radio(
+        "Bars show",
+        ["matches", "share"],
+        horizontal=True,
+        key="measure",
+        format_func={"matches": "number of units", "share": "share of the layer"}.get,
+    )
     figure = px.bar(
-        counts, x="layer", y=measure, color="run_id", barmode="group",
-        hover_data=["matches", "units", "share"], labels={"run_id": "run", "share": "share of layer"},
+        counts,
+        x="layer",
+        y=measure,
+        color="run_id",
+        barmode="group",
+        hover_data=["matches", "units", "share"],
+        labels={"run_id": "run", "share": "share of layer"},
         category_orders={"layer": counts.sort_values("layer_index").layer.drop_duplicates().tolist()},
     )
     st.plotly_chart(figure, width="stretch")
@@ -64,7 +89,7 @@ def main() -> None:
         left, right = st.columns([1, 3])
         with left:
             unit_link(row.run_id, row.key, f"{row.run_id} · {row.key}")
-        right.write(f"{row.description} — *{row.reason}*")
+        right.markdown(f"{markdown_text(row.description)} — *{markdown_text(row.reason)}*")
     if len(units) > MAX_LISTED:
         st.caption(f"showing the best {MAX_LISTED} of {len(units)}; the Search page pages through all of them")
 

@@ -2,7 +2,10 @@
 
 Every control is bound to a URL query parameter, so the address bar always holds the current view;
 values that do not fit a control (an unknown layer, text where a number goes) are dropped by
-Streamlit rather than breaking the page.
+Streamlit rather than breaking the page. Keyword matches come first, then the "related" ones
+(meaning only), with the same rule and counts as the Audit page and the ``audit`` command. On a
+fresh server the keyword matches are drawn at once and the meaning matches join as soon as the
+sentence model has loaded in the background.
 """
 
 from __future__ import annotations
@@ -14,9 +17,11 @@ import streamlit as st
 
 from catalog_app.common import CatalogKey, catalog_key, open_catalog
 from catalog_app.export import export_csv
-from catalog_app.views import card_grid, picked
+from catalog_app.text import markdown_text
+from catalog_app.views import basket, card_grid, match_controls, picked, region_style
 from milan_core.catalog import Catalog
-from milan_core.catalog.search import DEFAULT_MIN_SIMILARITY, describers, search_units
+from milan_core.catalog.browse import layer_names
+from milan_core.catalog.search import default_describer, describers, meaning_ready, search_units
 
 PAGE_SIZE = 24
 EVIDENCE_TYPES = ("object", "scene", "colour", "texture", "position", "shape", "none")
@@ -31,10 +36,11 @@ def cached_search(_catalog: Catalog, key: CatalogKey, query: str, options: tuple
 @st.cache_data(show_spinner=False)
 def catalog_choices(_catalog: Catalog, key: CatalogKey) -> dict[str, list[str]]:
     """Runs, layers (in layer order) and describers present in the catalog, for the filter controls."""
-    layers = _catalog.query(
-        "SELECT layer FROM layers GROUP BY layer ORDER BY min(layer_index), layer"
-    ).layer.tolist()
-    return {"runs": _catalog.runs().run_id.tolist(), "layers": layers, "describers": describers(_catalog)}
+    return {
+        "runs": _catalog.runs().run_id.tolist(),
+        "layers": layer_names(_catalog),
+        "describers": describers(_catalog),
+    }
 
 
 def filter_controls(choices: dict[str, list[str]]) -> dict[str, Any]:
@@ -43,25 +49,23 @@ def filter_controls(choices: dict[str, list[str]]) -> dict[str, Any]:
     bar.header("Filters")
     options: dict[str, Any] = {
         "describer": bar.selectbox("Describer", choices["describers"], key="describer", bind="query-params")
-        if len(choices["describers"]) > 1 else None,
+        if len(choices["describers"]) > 1
+        else None,
         "run_ids": tuple(bar.multiselect("Runs", choices["runs"], key="runs", bind="query-params")),
         "layers": tuple(bar.multiselect("Layers", choices["layers"], key="layer", bind="query-params")),
-        "evidence_types": tuple(
-            bar.multiselect("Evidence type", EVIDENCE_TYPES, key="evidence", bind="query-params")
-        ),
-        "min_confidence": bar.slider("Min. confidence", 0.0, 1.0, 0.0, 0.05, key="conf", bind="query-params")
-        or None,
+        "evidence_types": tuple(bar.multiselect("Evidence type", EVIDENCE_TYPES, key="evidence", bind="query-params")),
+        "min_confidence": bar.slider("Min. confidence", 0.0, 1.0, 0.0, 0.05, key="conf", bind="query-params") or None,
         "min_score": bar.number_input("Min. PMI score", value=None, step=0.5, key="score", bind="query-params"),
-        "min_iou": bar.slider("Min. segmentation IoU", 0.0, 1.0, 0.0, 0.01, key="iou", bind="query-params")
-        or None,
+        "min_iou": bar.slider("Min. segmentation IoU", 0.0, 1.0, 0.0, 0.01, key="iou", bind="query-params") or None,
         "min_act_max": bar.number_input(
-            "Min. peak activation", value=None, step=0.5, key="act", bind="query-params",
+            "Min. peak activation",
+            value=None,
+            step=0.5,
+            key="act",
+            bind="query-params",
             help="Units whose largest activation over the probe set reaches this value.",
         ),
-        "min_similarity": bar.slider(
-            "Semantic match threshold", 0.0, 1.0, DEFAULT_MIN_SIMILARITY, 0.05, key="sim", bind="query-params",
-            help="Cosine similarity (MiniLM) a description needs to match the query by meaning.",
-        ),
+        **match_controls(bar),
     }
     return options
 
@@ -70,9 +74,23 @@ def export_controls(catalog: Catalog, query: str, options: dict[str, Any], total
     """Download the ticked units, or every unit the search and filters let through, as CSV."""
     chosen = sorted(picked())
     labels = {"selected": f"selected units ({len(chosen)})", "all": f"all filtered units ({total})"}
-    scope = st.radio("Export", list(labels), format_func=labels.get, horizontal=True, key="scope")
+    scope = (
+        st.segmented_control(
+            "Export",
+            list(labels),
+            format_func=labels.get,
+            default="selected",
+            key="scope",
+            required=True,
+        )
+        or "selected"
+    )
     path, describer = catalog.path, options.get("describer")
     everything = scope == "all"
+    st.caption(
+        f"The CSV will hold the {labels[scope]}, in rank order, with each exemplar's activation "
+        "and people's votes and labels."
+    )
 
     def csv() -> bytes:  # runs on click, after this script run closed its catalog
         with Catalog(path) as own:
@@ -80,8 +98,13 @@ def export_controls(catalog: Catalog, query: str, options: dict[str, Any], total
             return export_csv(own, ids, describer)
 
     st.download_button(
-        "Download CSV", csv, file_name="units.csv", mime="text/csv", icon=":material/download:",
-        disabled=not (everything or chosen), key="download",
+        "Download CSV",
+        csv,
+        file_name="units.csv",
+        mime="text/csv",
+        icon=":material/download:",
+        disabled=not (everything or chosen),
+        key="download",
     )
 
 
@@ -99,6 +122,13 @@ def page_options(options: dict[str, Any], page: int) -> tuple[tuple[str, Any], .
     return tuple(sorted({**options, "limit": PAGE_SIZE, "offset": (page - 1) * PAGE_SIZE}.items()))
 
 
+@st.fragment(run_every=1.0)
+def rerun_when_meaning_is_ready() -> None:
+    """Redraw the page once the sentence model has loaded, so the meaning matches join."""
+    if meaning_ready():
+        st.rerun()
+
+
 def main() -> None:
     st.title("Search units")
     catalog = open_catalog()
@@ -107,25 +137,37 @@ def main() -> None:
     key = catalog_key(catalog)
     choices = catalog_choices(catalog, key)
     options = filter_controls(choices)
+    style = region_style(st.sidebar)
+    basket()
     query = st.text_input(
-        "Search descriptions", key="q", bind="query-params", placeholder="e.g. face, stripes, blue sky",
+        "Search descriptions",
+        key="q",
+        bind="query-params",
+        placeholder="e.g. face, stripes, blue sky",
         max_chars=10_000,
     )
+    options["semantic"] = not query.strip() or meaning_ready()
     page = requested_page()
     results = cached_search(catalog, key, query, page_options(options, page))
     if results.empty and page > 1:  # a page past the end, e.g. after the filters narrowed the set
         page = 1
         results = cached_search(catalog, key, query, page_options(options, page))
     total = int(results.total.iloc[0]) if len(results) else 0
+    if not options["semantic"]:
+        st.caption("Keyword matches only for now: meaning matches join when the sentence model has loaded.")
+        rerun_when_meaning_is_ready()
     if total == 0 and not choices["describers"]:
-        st.info(f"No unit has a description yet; add them with: python -m milan_core describe --catalog {catalog.path}")
+        st.info(
+            "No unit has a description yet; add them with: python -m milan_core describe --catalog "
+            + markdown_text(catalog.path)
+        )
     elif total == 0:
         st.info("No unit matches; try another word or loosen the filters.")
     else:
         first = (page - 1) * PAGE_SIZE
         st.caption(f"{total} matching units · showing {first + 1}–{first + len(results)}")
-        card_grid(catalog, results)
-    st.pagination(max(1, math.ceil(total / PAGE_SIZE)), key="page", bind="query-params")
+        st.pagination(max(1, math.ceil(total / PAGE_SIZE)), key="page", bind="query-params")
+        card_grid(catalog, results, options["describer"] or default_describer(catalog), style)
     export_controls(catalog, query, options, total)
 
 

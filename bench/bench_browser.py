@@ -1,0 +1,168 @@
+"""The catalog browser timed in a real browser: `streamlit run` on a catalog, Debian's headless Chromium.
+
+Prints, for a catalog such as Lite0 dissected over the 1000 imagenet-samples:
+- first paint of a fresh server: from `streamlit run` starting (and from the first request) until
+  the search page shows its first card, goal <= 2 s after the request;
+- Enter -> cards: median over new queries from pressing Enter until the new count and every card
+  picture are drawn, goal <= 0.5 s;
+- card -> unit page: median from clicking a card's link until the unit page's exemplars are drawn,
+  goal <= 1 s;
+- live probe: from choosing a photo in the upload field until its units are drawn, goal <= 1.5 s
+  (the first upload also loads the model, so the median is over the later ones).
+
+Usage: python bench/bench_browser.py --catalog data/catalog.duckdb [--photos ../shared/data/imagenet-samples]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from playwright import sync_api
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = "/usr/bin/chromium"
+#: The flags the browser tests use too (tests/app/test_browser.py imports them).
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+QUERIES = ("dog", "bird", "car", "stripes", "water", "face", "red", "building", "grass")
+IMAGES = "document.querySelectorAll('[data-testid=stImage] img')"
+DRAWN = (
+    f"() => !document.querySelector('[data-stale=true]') && {IMAGES}.length == "
+    f"[...{IMAGES}].filter(i => i.complete && i.naturalWidth > 0).length"
+)
+PICTURES = (
+    "[...document.querySelectorAll('[data-testid=stImage] img')].filter(i => i.complete && i.naturalWidth > 0).length"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_healthy(url: str) -> None:
+    for _ in range(600):
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError("streamlit did not start")
+
+
+def timed(action, until) -> float:
+    start = time.perf_counter()
+    action()
+    until()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--catalog", type=Path, required=True)
+    parser.add_argument("--photos", type=Path, default=ROOT.parent / "shared" / "data" / "imagenet-samples")
+    args = parser.parse_args()
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    started = time.perf_counter()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", str(ROOT / "catalog_app" / "app.py"), "--server.port", str(port)],
+        cwd=ROOT,
+        env={**os.environ, "MILAN_CATALOG": str(args.catalog.resolve())},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_healthy(url)
+        healthy = time.perf_counter() - started
+        with sync_api.sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(120_000)
+            request = time.perf_counter()
+            page.goto(f"{url}/?q=dog")
+            page.locator("[data-testid=stImage] img").first.wait_for()
+            first_paint = time.perf_counter() - request
+            print(
+                f"fresh server: healthy after {healthy:.2f} s; first card of /?q=dog {first_paint:.2f} s after the "
+                f"request ({time.perf_counter() - started:.2f} s after starting; goal <= 2 s)"
+            )
+            page.get_by_text("Keyword matches only", exact=False).wait_for(state="detached")  # meaning joined
+            page.wait_for_function("() => window.__milanNavigation === true")
+            box = page.get_by_label("Search descriptions")
+            enter = []
+            for query in QUERIES[1:]:
+                box.fill(query)
+                enter.append(
+                    timed(
+                        lambda: box.press("Enter"),
+                        lambda q=query: page.wait_for_function(
+                            f"() => location.search.includes('q={q}') && !document.querySelector('[data-stale=true]')"
+                            f" && {PICTURES} > 0 && {PICTURES} == {IMAGES}.length"
+                        ),
+                    )
+                )
+            print(
+                f"Enter -> cards, {len(enter)} new queries: median {statistics.median(enter):.2f} s, "
+                f"max {max(enter):.2f} s (goal <= 0.5 s)"
+            )
+            opened = []
+            for query in QUERIES[1:6]:
+                page.goto(f"{url}/?q={query}")
+                link = page.locator("[data-testid=stPageLink-NavLink]").first
+                link.wait_for()
+                opened.append(
+                    timed(
+                        link.click,
+                        lambda: (
+                            page.get_by_text("Threshold (redraws the regions)").wait_for(),
+                            page.wait_for_function(f"() => {PICTURES} >= 5"),
+                        ),
+                    )
+                )
+            print(
+                f"card -> unit page, {len(opened)} units: median {statistics.median(opened):.2f} s, "
+                f"max {max(opened):.2f} s (goal <= 1 s)"
+            )
+            page.goto(f"{url}/image")
+            upload = page.locator("input[type=file]")
+            upload.wait_for(state="attached")
+            probes = []
+            for photo in sorted(args.photos.glob("*.JPEG"))[:6]:
+                probes.append(
+                    timed(
+                        lambda p=photo: upload.set_input_files(str(p)),
+                        lambda p=photo: (
+                            page.get_by_text(f"{p.name}: ", exact=False).wait_for(),
+                            page.wait_for_function(DRAWN),
+                        ),
+                    )
+                )
+            print(
+                f"live probe, upload -> units drawn: first {probes[0]:.2f} s (loads the model), then median "
+                f"{statistics.median(probes[1:]):.2f} s over {len(probes) - 1} (goal <= 1.5 s)"
+            )
+            browser.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+
+
+if __name__ == "__main__":
+    main()

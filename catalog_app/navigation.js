@@ -1,0 +1,63 @@
+// Browser-side navigation for the catalog app, run once per tab in the app's own window (a
+// same-origin component frame adds it as a <script> there; see catalog_app/navigation.py).
+(function () {
+  const app = window;
+  if (app.__milanNavigation) return;
+  app.__milanNavigation = true;
+  const history = app.history;
+  const push = history.pushState.bind(history);
+  const replace = history.replaceState.bind(history);
+  // Params whose change is a step a person may want to go Back from: a new search, another unit.
+  const STEPS = ["q", "unit", "image"];
+  // Streamlit's page_link first pushes the target's query on the current page, then the page itself:
+  // two pushes for one click. Pushes this close together are one step.
+  const COALESCE_MS = 400;
+  let lastPush = -Infinity;
+
+  function params(url) {
+    return new URL(url, app.location.href).searchParams;
+  }
+  function isStep(url) {
+    const next = params(url), now = new URLSearchParams(app.location.search);
+    return STEPS.some((name) => (next.get(name) || "") !== (now.get(name) || ""));
+  }
+  function toTop() {
+    app.setTimeout(() => {
+      const main = app.document.querySelector('[data-testid="stMain"]');
+      if (main) main.scrollTo({ top: 0 });
+      app.scrollTo({ top: 0 });
+    }, 60);
+  }
+  history.pushState = function (state, title, url) {
+    const now = app.performance.now();
+    const coalesced = now - lastPush < COALESCE_MS;
+    lastPush = now;
+    toTop();
+    return coalesced ? replace(state, title, url) : push(state, title, url);
+  };
+  history.replaceState = function (state, title, url) {
+    if (url !== undefined && url !== null && isStep(url)) {
+      lastPush = app.performance.now();
+      toTop();
+      return push(state, title, url);
+    }
+    if (url && params(url).get("page") !== new URLSearchParams(app.location.search).get("page")) toTop();
+    return replace(state, title, url);
+  };
+
+  // Keyboard: "/" jumps to the search box; j / k open the next / previous unit on a unit page.
+  app.document.addEventListener("keydown", (event) => {
+    const target = event.target;
+    if (event.ctrlKey || event.metaKey || event.altKey) return;
+    if (target && (target.isContentEditable || ["INPUT", "TEXTAREA", "SELECT"].includes(target.tagName))) return;
+    const buttons = [...app.document.querySelectorAll("button")];
+    const byText = (words) => buttons.find((button) => button.textContent.includes(words));
+    if (event.key === "/") {
+      const box = app.document.querySelector('input[aria-label="Search descriptions"]');
+      if (box) { event.preventDefault(); box.focus(); }
+    } else if (event.key === "j" || event.key === "k") {
+      const button = byText(event.key === "j" ? "next:" : "← previous:");
+      if (button) { event.preventDefault(); button.click(); }
+    }
+  });
+})();
