@@ -115,13 +115,9 @@ def add_descriptions(catalog: Catalog, rng: np.random.Generator) -> None:
         "text": [phrases[i] for i in rng.integers(0, len(phrases), 3 * len(unit_ids))],
         "log_p_given_e": -1.0, "log_p": -3.0, "score": 0.0,
     })
-    with catalog.transaction() as con:
-        con.register("new_descriptions", descriptions)
-        con.execute("INSERT INTO descriptions SELECT unit_id, describer, description, score, log_p_given_e, log_p, "
-                    "confidence, evidence_type, evidence, embedding::FLOAT[] FROM new_descriptions")
-        con.register("new_candidates", candidates)
-        con.execute("INSERT INTO candidates SELECT unit_id, describer, rank, text, log_p_given_e, log_p, score, NULL "
-                    "FROM new_candidates")
+    with catalog.transaction():
+        catalog.insert_frame("descriptions", descriptions)
+        catalog.insert_frame("candidates", candidates)
 
 
 def build(out: Path, units: int) -> float:

@@ -85,17 +85,9 @@ def with_vectors(frame: pd.DataFrame, column: str) -> pd.DataFrame:
 
 def add_descriptions(path: Path) -> None:
     """Write descriptions and candidates (with vectors) into the catalog at ``path`` in one transaction."""
-    with Catalog(path, writable=True) as catalog, catalog.transaction() as con:
+    with Catalog(path, writable=True) as catalog, catalog.transaction():
         units = catalog.units()
         descriptions = with_vectors(description_rows(units), "description")
         candidates = with_vectors(candidate_rows(descriptions, dict(zip(units.unit_id, units.key))), "text")
-        con.register("new_descriptions", descriptions)
-        con.execute(
-            "INSERT INTO descriptions SELECT unit_id, describer, description, score, log_p_given_e, log_p, "
-            "confidence, evidence_type, evidence, embedding FROM new_descriptions"
-        )
-        con.register("new_candidates", candidates)
-        con.execute(
-            "INSERT INTO candidates SELECT unit_id, describer, rank, text, log_p_given_e, log_p, score, embedding "
-            "FROM new_candidates"
-        )
+        catalog.insert_frame("descriptions", descriptions)
+        catalog.insert_frame("candidates", candidates)
