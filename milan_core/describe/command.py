@@ -55,7 +55,8 @@ def describe_run(catalog_path: Path, run_id: str | None, describer: str | None,
           f"{dissect_seconds:.1f} s before its write: ratio {seconds / max(dissect_seconds, 1e-9):.2f}")
     for layer, (text, share) in layer_shares(described, layers).items():
         if share > MAX_LAYER_SHARE:
-            print(f"{layer}: {share:.0%} of its units are {text!r}: they have no other description better than chance")
+            print(f"note: {layer}: {share:.0%} of its units are {text!r}: they have no other description "
+                  "better than chance", file=sys.stderr)
     return run.run_id, chosen.name
 
 
