@@ -127,6 +127,12 @@ def wait_for_pictures(page: sync_api.Page, count: int) -> None:
     page.wait_for_function(f"() => {DECODED_PICTURES} == {count}")
 
 
+def wait_for_meaning(page: sync_api.Page) -> None:
+    """Wait until the meaning matches have joined: the page reruns once when the sentence model has
+    loaded in the background, and a click or download caught by that rerun would be lost."""
+    page.get_by_text("Keyword matches only for now").wait_for(state="hidden", timeout=180_000)
+
+
 def test_typing_a_query_shows_cards_with_pictures_and_exports_them(
     page: sync_api.Page, app_url: str, tmp_path: Path
 ) -> None:
@@ -135,6 +141,7 @@ def test_typing_a_query_shows_cards_with_pictures_and_exports_them(
     box.fill("face")
     box.press("Enter")
     page.get_by_text("2 matching units").wait_for()
+    wait_for_meaning(page)
     ARTIFACTS.mkdir(exist_ok=True)
     wait_for_pictures(page, 2)
     page.screenshot(path=str(ARTIFACTS / "search_face.png"), full_page=True)
@@ -254,6 +261,7 @@ def test_a_card_click_opens_the_unit_and_back_returns_to_the_results(
 ) -> None:
     page.goto(f"{app_url}/?q=dogs")
     page.wait_for_function("() => window.__milanNavigation === true")  # navigation.js is installed
+    wait_for_meaning(page)
     entries = page.evaluate("history.length")
     page.keyboard.press("/")  # the shortcut focuses the search box
     page.keyboard.press("Control+A")
