@@ -44,7 +44,15 @@ def cmd_dissect(args: argparse.Namespace) -> int:
         from PIL import Image
 
         Image.MAX_IMAGE_PIXELS = args.max_image_pixels  # decoding workers are forked after this line
-    summary = dissect(dissection, args.out, args.checkpoint_every, backend=args.backend, device=args.device)
+    if args.shards:
+        from milan_core.sharding import dissect_sharded
+
+        summary = dissect_sharded(dissection, args.out, args.shards, args.ray_address, backend=args.backend,
+                                  device=args.device)
+    elif args.ray_address:
+        raise UserError("--ray-address needs --shards N (the number of Ray tasks to split the images into)")
+    else:
+        summary = dissect(dissection, args.out, args.checkpoint_every, backend=args.backend, device=args.device)
     print(f"run {summary.run_id}: read {summary.n_images} images in {summary.seconds:.1f} s, "
           f"skipped {len(summary.skipped)}")
     if summary.skipped:
@@ -132,6 +140,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_device_argument(dissect)
     dissect.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
                          help="of the model's forward pass (not fp32: torch autocast; a separate run id)")
+    dissect.add_argument("--shards", type=int, default=0, metavar="N",
+                         help="split the images into N Ray tasks (a local Ray of N CPUs unless --ray-address); "
+                              "does not change the run id")
+    dissect.add_argument("--ray-address", default=None, metavar="ADDRESS",
+                         help="join this Ray cluster (host:port of `ray start --head`, or auto) for --shards")
     dissect.add_argument("--describe", action="store_true", help="also describe every unit")
     dissect.add_argument("--describer", default=None, help="describer for --describe")
     dissect.set_defaults(func=cmd_dissect)

@@ -114,8 +114,8 @@ def empty_state(loaded: LoadedModel, config: DissectConfig, forward: LayerForwar
     return DissectionState(stats, kinds)
 
 
-def _keep_exemplar_images(state: DissectionState, batch_images: list[LoadedImage]) -> None:
-    """Remember the images of this batch, then forget any no longer in some unit's top k."""
+def keep_exemplar_images(state: DissectionState, batch_images: list[LoadedImage]) -> None:
+    """Remember the images of this batch (or shard), then forget any no longer in some unit's top k."""
     state.exemplar_images.update({img.index: img for img in batch_images})
     wanted = torch.cat([s.topk.images.flatten() for s in state.layers.values()]).unique().tolist()
     state.exemplar_images = {i: state.exemplar_images[i] for i in wanted if i in state.exemplar_images}
@@ -144,12 +144,16 @@ def forward_ahead(forward: LayerForward, batches: Iterable[Batch]) -> Iterator[t
 def run_pass(
     loaded: LoadedModel, forward: LayerForward, root: Path, probes: list[ProbeImage], config: DissectConfig,
     state: DissectionState, start: int = 0, checkpoint: Callable[[int], None] | None = None,
-    checkpoint_every: float = CHECKPOINT_EVERY,
+    checkpoint_every: float = CHECKPOINT_EVERY, progress: Callable[[int], None] | None = None,
 ) -> None:
     """Stream the probe images from ``start`` on through the model once, updating the statistics
-    batch by batch; ``checkpoint(position)`` is called every ``checkpoint_every`` seconds."""
+    batch by batch; ``checkpoint(position)`` is called every ``checkpoint_every`` seconds.
+
+    ``progress(position)`` after each batch replaces the bar on the terminal (a shard's driver
+    draws one bar over all shards)."""
     dataset = ProbeDataset(root, probes[start:], loaded.preprocessing.geometry, loaded.preprocessing.to_tensor)
-    bar = tqdm(total=len(probes), initial=start, unit="img", desc="dissect", dynamic_ncols=True)
+    bar = tqdm(total=len(probes), initial=start, unit="img", desc="dissect", dynamic_ncols=True,
+               disable=progress is not None)
     position, saved_at = start, time.monotonic()
     device = next(iter(state.layers.values())).topk.values.device
     with torch.inference_mode():
@@ -159,10 +163,12 @@ def run_pass(
                 indices = torch.tensor([img.index for img in batch.images], device=device)
                 for name, stats in state.layers.items():
                     stats.update(as_spatial(outputs[name], loaded.module).to(device), indices)
-                _keep_exemplar_images(state, batch.images)
+                keep_exemplar_images(state, batch.images)
                 state.n_read += len(batch.images)
             position += len(batch.images) + len(batch.skipped)
             bar.update(len(batch.images) + len(batch.skipped))
+            if progress is not None:
+                progress(position)
             if checkpoint is not None and position < len(probes) and time.monotonic() - saved_at >= checkpoint_every:
                 checkpoint(position)
                 saved_at = time.monotonic()
@@ -309,6 +315,44 @@ def build_tables(
     )
 
 
+def prepare(config: DissectConfig, out: Path) -> tuple[DissectConfig, Path, list[ProbeImage]]:
+    """Checks before any work (parameters, the catalog's folder) and the probe list: the job's
+    configuration (k at most the number of images), the probe root and its images."""
+    validate(config)
+    check_writable(out)
+    root = (Path(config.images) if config.images else default_probe_root()).resolve()
+    probes = first_images(root, config.max_images)
+    if config.k > len(probes):  # more exemplars than images would only allocate empty slots
+        print(f"note: --k {config.k} is more than the {len(probes)} images; keeping {len(probes)} per unit",
+              file=sys.stderr)
+        config = replace(config, k=len(probes))
+    return config, root, probes
+
+
+def write_state(config: DissectConfig, out: Path, root: Path, probes: list[ProbeImage], state: DissectionState,
+                timings: dict[str, float], runtime: dict[str, str], lock_wait: float,
+                keep: Callable[[], Path], resumed_from: int = 0) -> Summary:
+    """Write the finished state as one run of the catalog, in one transaction. If the catalog
+    stays locked, ``keep()`` saves the state and names where, so the same command only writes it."""
+    if state.n_read == 0:
+        shown = "; ".join(state.skipped[:3]) + ("; ..." if len(state.skipped) > 3 else "")
+        raise UserError(f"none of the {len(probes)} files under {root} could be read as an image: {shown}")
+    written_at = time.perf_counter()
+    state.layers = {name: stats.to("cpu") for name, stats in state.layers.items()}
+    tables = build_tables(config, root, probes, state, timings, runtime)
+    try:
+        with Catalog(out, writable=True, wait=lock_wait) as catalog:
+            written = catalog.write_run(tables)
+    except UserError as error:
+        raise UserError(f"{error}; the finished pass is kept in {keep()}, so that command only writes it") from error
+    timings["write"] = time.perf_counter() - written_at
+    return Summary(
+        run_id=tables.run.run_id, n_images=state.n_read, skipped=state.skipped,
+        n_units=len(tables.units), catalog_bytes=out.stat().st_size, seconds=sum(timings.values()),
+        resumed_from=resumed_from, written=written,
+    )
+
+
 def dissect(config: DissectConfig, out: Path, checkpoint_every: float = CHECKPOINT_EVERY,
             lock_wait: float = LOCK_WAIT, backend: str = "auto", device: str = "auto") -> Summary:
     """Run the whole job and write (or replace) one run in the catalog at ``out``.
@@ -320,17 +364,9 @@ def dissect(config: DissectConfig, out: Path, checkpoint_every: float = CHECKPOI
     The ``backend`` and ``device`` (see ``milan_core.runtime``) change the speed, not the catalog
     (beyond float rounding); the run records both.
     """
-    validate(config)
-    check_writable(out)
-    on = resolve_device(device)
-    kept_on = statistics_device(on)
     started = time.perf_counter()
-    root = (Path(config.images) if config.images else default_probe_root()).resolve()
-    probes = first_images(root, config.max_images)
-    if config.k > len(probes):  # more exemplars than images would only allocate empty slots
-        print(f"note: --k {config.k} is more than the {len(probes)} images; keeping {len(probes)} per unit",
-              file=sys.stderr)
-        config = replace(config, k=len(probes))
+    config, root, probes = prepare(config, out)
+    on = resolve_device(device)
     loaded = load_model(config.model, Path(config.weights) if config.weights else None)
     loaded.module.to(on)
     run_id, signature = config.resolved_run_id(), probe_signature(root, probes)
@@ -338,10 +374,10 @@ def dissect(config: DissectConfig, out: Path, checkpoint_every: float = CHECKPOI
     with layer_forward(loaded, config.layers, backend, on, config.workers, config.precision) as forward:
         resumed = load_checkpoint(resume, config, signature)
         if resumed is None:
-            position, state, earlier = 0, empty_state(loaded, config, forward, kept_on), 0.0
+            position, state, earlier = 0, empty_state(loaded, config, forward, statistics_device(on)), 0.0
         else:
             position, state, earlier = resumed
-            state.layers = {name: stats.to(kept_on) for name, stats in state.layers.items()}
+            state.layers = {name: stats.to(statistics_device(on)) for name, stats in state.layers.items()}
             print(f"resuming run {run_id} after image {position} of {len(probes)} (from {resume})", file=sys.stderr)
         loaded_at = time.perf_counter()
 
@@ -349,23 +385,13 @@ def dissect(config: DissectConfig, out: Path, checkpoint_every: float = CHECKPOI
             save_checkpoint(resume, config, signature, at, state, earlier + time.perf_counter() - loaded_at)
 
         run_pass(loaded, forward, root, probes, config, state, position, save, checkpoint_every)
-    passed_at = time.perf_counter()
-    if state.n_read == 0:
-        shown = "; ".join(state.skipped[:3]) + ("; ..." if len(state.skipped) > 3 else "")
-        raise UserError(f"none of the {len(probes)} files under {root} could be read as an image: {shown}")
-    timings = {"load": loaded_at - started, "pass": earlier + passed_at - loaded_at}
-    state.layers = {name: stats.to("cpu") for name, stats in state.layers.items()}
-    tables = build_tables(config, root, probes, state, timings, {"backend": forward.backend, "device": str(on)})
-    try:
-        with Catalog(out, writable=True, wait=lock_wait) as catalog:
-            written = catalog.write_run(tables)
-    except UserError as error:
+    timings = {"load": loaded_at - started, "pass": earlier + time.perf_counter() - loaded_at}
+
+    def keep() -> Path:
         save_checkpoint(resume, config, signature, len(probes), state, timings["pass"])
-        raise UserError(f"{error}; the finished pass is kept in {resume}, so that command only writes it") from error
+        return resume
+
+    summary = write_state(config, out, root, probes, state, timings, {"backend": forward.backend, "device": str(on)},
+                          lock_wait, keep, position)
     resume.unlink(missing_ok=True)
-    timings["write"] = time.perf_counter() - passed_at
-    return Summary(
-        run_id=tables.run.run_id, n_images=state.n_read, skipped=state.skipped,
-        n_units=len(tables.units), catalog_bytes=out.stat().st_size, seconds=sum(timings.values()),
-        resumed_from=position, written=written,
-    )
+    return summary

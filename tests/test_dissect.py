@@ -100,7 +100,7 @@ BLOCKS_6 = ("SELECT u.unit, u.threshold, u.act_mean, u.hist, e.rank, e.activatio
 
 def _interrupt_after(monkeypatch: pytest.MonkeyPatch, batches: int) -> None:
     """Stop the pass as Ctrl-C would, in the middle of batch ``batches + 1`` (its statistics updated)."""
-    real = dissect_module._keep_exemplar_images
+    real = dissect_module.keep_exemplar_images
     seen = []
 
     def keep(state, images) -> None:
@@ -109,7 +109,7 @@ def _interrupt_after(monkeypatch: pytest.MonkeyPatch, batches: int) -> None:
             raise KeyboardInterrupt
         real(state, images)
 
-    monkeypatch.setattr(dissect_module, "_keep_exemplar_images", keep)
+    monkeypatch.setattr(dissect_module, "keep_exemplar_images", keep)
 
 
 def test_an_interrupted_run_resumes_where_it_stopped_and_gives_the_same_catalog(

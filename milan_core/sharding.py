@@ -1,0 +1,227 @@
+"""The dissection job past one process: the probe list in N slices, one Ray task per slice.
+
+Each task runs the one-process pass (``dissect.run_pass``) over its slice and returns the state it
+kept: per-layer statistics (mergeable: ``LayerStatistics.merge``) and the exemplar images some unit
+of its slice still holds. The driver merges the states in shard order, which gives the one-pass
+state (top-k exactly, with ties broken by image index; the histograms bin for bin), and writes the
+catalog through the one-process code path, in one transaction. Memory per shard and for the merge
+is units x (k x map + bins), whatever the number of images.
+
+Ray retries a shard whose worker died (``max_retries``); a shard that keeps failing is named with
+its first and last images, and the catalog at ``--out`` is left as it was. A finished shard's state
+is saved beside the catalog (``dissect.save_checkpoint``), so a rerun of the same command redoes
+only the shards that had not finished. Without ``--ray-address`` a local Ray instance with one
+CPU per shard is started for the job and stopped after it.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import ray
+import torch
+from ray.exceptions import RayError, RayTaskError
+from tqdm import tqdm
+
+import milan_core
+from milan_core.config import LOCK_WAIT, DissectConfig
+from milan_core.dissect import (
+    DissectionState,
+    Summary,
+    checkpoint_path,
+    empty_state,
+    keep_exemplar_images,
+    load_checkpoint,
+    prepare,
+    probe_signature,
+    run_pass,
+    save_checkpoint,
+    write_state,
+)
+from milan_core.errors import UserError
+from milan_core.images import ProbeImage
+from milan_core.models import load_model
+from milan_core.runtime import layer_forward, resolve_device, statistics_device
+
+SHARD_RETRIES = 3  # attempts after the first for a shard whose worker process died
+POLL_SECONDS = 0.5  # how often the driver redraws the bar while shards run
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One slice of the probe list: shard ``number`` (from 0) of ``count``, images [start, stop)."""
+
+    number: int
+    count: int
+    start: int
+    stop: int
+
+    def name(self, probes: list[ProbeImage]) -> str:
+        """The shard as a person finds it again: its number and its first and last images."""
+        return (f"shard {self.number + 1} of {self.count} (images {probes[self.start].path} to "
+                f"{probes[self.stop - 1].path})")
+
+
+def split(n_images: int, count: int) -> list[Shard]:
+    """``count`` contiguous slices whose sizes differ by at most one (the first ones are longer)."""
+    size, extra = divmod(n_images, count)
+    bounds = [number * size + min(number, extra) for number in range(count + 1)]
+    return [Shard(number, count, bounds[number], bounds[number + 1]) for number in range(count)]
+
+
+def shard_checkpoint_path(out: Path, run_id: str, shard: Shard) -> Path:
+    """Where a finished shard's state waits for the others: beside the catalog, named after the
+    run and the slicing (another ``--shards`` slices otherwise, so its states are not reused)."""
+    return checkpoint_path(out, run_id).with_suffix(f".shard{shard.number + 1}of{shard.count}.resume")
+
+
+@ray.remote(num_cpus=0)
+class Progress:
+    """Images done per shard, reported by the tasks after each batch; a retried shard starts again
+    from its new position, so the total never counts an image twice."""
+
+    def __init__(self) -> None:
+        self.done: dict[int, int] = {}
+
+    def report(self, shard: int, position: int) -> None:
+        self.done[shard] = position
+
+    def total(self) -> int:
+        return sum(self.done.values())
+
+
+def dissect_shard(config: DissectConfig, root: Path, probes: list[ProbeImage], number: int, backend: str,
+                  device: str, progress: ray.actor.ActorHandle) -> tuple[DissectionState, str]:
+    """One shard's pass in a Ray worker, with one torch thread (a Ray task holds one CPU); the
+    state and the backend that ran the model."""
+    torch.set_num_threads(1)
+    on = resolve_device(device)
+    loaded = load_model(config.model, Path(config.weights) if config.weights else None)
+    loaded.module.to(on)
+    with layer_forward(loaded, config.layers, backend, on, config.workers, config.precision) as forward:
+        state = empty_state(loaded, config, forward, statistics_device(on))
+        run_pass(loaded, forward, root, probes, config, state,
+                 progress=lambda position: progress.report.remote(number, position))
+    state.layers = {name: stats.to("cpu") for name, stats in state.layers.items()}
+    return state, forward.backend
+
+
+def merge_states(states: list[DissectionState]) -> DissectionState:
+    """The shards' states merged in the order given (shard order): the one-pass state."""
+    merged = DissectionState(layers=dict(states[0].layers), kinds=dict(states[0].kinds))
+    for state in states:
+        if state is not states[0]:
+            merged.layers = {name: stats.merge(state.layers[name]) for name, stats in merged.layers.items()}
+        merged.skipped.extend(state.skipped)
+        merged.n_read += state.n_read
+        keep_exemplar_images(merged, list(state.exemplar_images.values()))
+    return merged
+
+
+@contextmanager
+def ray_cluster(address: str | None, shards: int) -> Iterator[None]:
+    """Join the cluster at ``address``, or start a local instance of ``shards`` CPUs on the
+    loopback (no dashboard, the workers' output kept out of the terminal); stop what was started."""
+    package_parent = str(Path(milan_core.__file__).resolve().parents[1])
+    options: dict[str, object] = {"log_to_driver": False, "logging_level": logging.ERROR}
+    if address is None:  # the workers import this checkout, wherever the command was typed
+        options.update(num_cpus=shards, include_dashboard=False, _node_ip_address="127.0.0.1",
+                       runtime_env={"env_vars": {"PYTHONPATH": package_parent}})
+    if ray.is_initialized():  # a caller (a notebook, a test) already connected: use its cluster
+        yield
+        return
+    try:
+        ray.init(address=address, **options)
+    except (ConnectionError, RuntimeError, ValueError) as error:
+        raise UserError(f"cannot join the Ray cluster at {address}: {str(error).splitlines()[0]}") from error
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def failure_message(error: RayError) -> str:
+    """One line of what went wrong in a shard: the task's own exception, or the worker's death."""
+    cause = error.cause if isinstance(error, RayTaskError) else error
+    lines = [line.strip() for line in str(cause).splitlines() if line.strip() and "ray::" not in line]
+    return f"{type(cause).__name__}: {lines[0] if lines else 'no message'}"
+
+
+def dissect_sharded(config: DissectConfig, out: Path, shards: int, address: str | None = None,
+                    lock_wait: float = LOCK_WAIT, backend: str = "auto", device: str = "auto",
+                    retries: int = SHARD_RETRIES) -> Summary:
+    """``dissect`` with the pass split into ``shards`` Ray tasks; the same catalog, the same run id.
+
+    Finished shards found beside the catalog (from an earlier, failed run of the same command) are
+    not run again. A shard whose worker dies is run again up to ``retries`` times; one that still
+    fails (or raises) stops the job with its images named, after the other shards have finished
+    and been saved, and the catalog is not touched.
+    """
+    if shards < 1:
+        raise UserError(f"--shards must be at least 1 (got {shards})")
+    started = time.perf_counter()
+    config, root, probes = prepare(config, out)
+    if shards > len(probes):
+        print(f"note: --shards {shards} is more than the {len(probes)} images; using {len(probes)}", file=sys.stderr)
+        shards = len(probes)
+    run_id = config.resolved_run_id()
+    slices = split(len(probes), shards)
+    signatures = [probe_signature(root, probes[s.start:s.stop]) for s in slices]
+    paths = [shard_checkpoint_path(out, run_id, s) for s in slices]
+    states: dict[int, DissectionState] = {}
+    for shard, path, signature in zip(slices, paths, signatures):
+        resumed = load_checkpoint(path, config, signature)
+        if resumed is not None:
+            states[shard.number] = resumed[1]
+    resumed_from = sum(slices[n].stop - slices[n].start for n in states)
+    if states:
+        print(f"resuming run {run_id}: {len(states)} of {shards} shards were done ({resumed_from} images)",
+              file=sys.stderr)
+    failures: list[str] = []
+    backends: set[str] = set()
+    with ray_cluster(address, shards):
+        task = ray.remote(num_cpus=1, max_retries=retries)(dissect_shard)
+        progress = Progress.remote()
+        pending = {
+            task.options(name=f"dissect-shard-{shard.number + 1}-of-{shards}").remote(
+                config, root, probes[shard.start:shard.stop], shard.number, backend, device, progress,
+            ): shard
+            for shard in slices if shard.number not in states
+        }
+        loaded_at = time.perf_counter()
+        with tqdm(total=len(probes), initial=resumed_from, unit="img", desc=f"dissect ({shards} shards)",
+                  dynamic_ncols=True) as bar:
+            while pending:
+                done, _ = ray.wait(list(pending), num_returns=1, timeout=POLL_SECONDS)
+                for ref in done:
+                    shard = pending.pop(ref)
+                    try:
+                        states[shard.number], ran_on = ray.get(ref)
+                    except RayError as error:
+                        if isinstance(error, RayTaskError) and isinstance(error.cause, UserError):
+                            raise UserError(str(error.cause)) from error
+                        failures.append(f"{shard.name(probes)} failed: {failure_message(error)}")
+                        continue
+                    backends.add(ran_on)
+                    save_checkpoint(paths[shard.number], config, signatures[shard.number], shard.stop - shard.start,
+                                    states[shard.number], time.perf_counter() - loaded_at)
+                bar.update(resumed_from + ray.get(progress.total.remote()) - bar.n)
+    if failures:
+        kept = f"; the {len(states)} finished shard(s) are kept beside {out}, so the same command redoes only the rest"
+        raise UserError(f"{failures[0]}{' (and ' + str(len(failures) - 1) + ' more)' if len(failures) > 1 else ''}"
+                        f"{kept if states else ''}; {out} was not changed")
+    passed_at = time.perf_counter()
+    state = merge_states([states[shard.number] for shard in slices])
+    timings = {"load": loaded_at - started, "pass": passed_at - loaded_at, "merge": time.perf_counter() - passed_at}
+    runtime = {"backend": ",".join(sorted(backends)) or backend, "device": device, "shards": str(shards)}
+    summary = write_state(config, out, root, probes, state, timings, runtime, lock_wait,
+                          lambda: paths[0].parent, resumed_from)
+    for path in paths:
+        path.unlink(missing_ok=True)
+    return summary

@@ -1,0 +1,198 @@
+"""``dissect --shards``: the pass as Ray tasks on a real local Ray of 2 CPUs, merged into the catalog
+the one-process job writes; killed workers (a real SIGKILL of the task's process), a shard that
+keeps dying, and resuming after it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from milan_core.catalog import Catalog
+from milan_core.config import DissectConfig
+from milan_core.errors import UserError
+from milan_core.images import find_images
+from milan_core.sharding import Shard, dissect_sharded, ray_cluster, shard_checkpoint_path, split
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[None]:
+    """One local Ray of 2 CPUs for the module's tests (its start takes seconds), stopped after."""
+    with ray_cluster(None, 2):
+        yield
+
+
+def catalog_rows(path: Path) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    """(units, exemplars with their images' hashes, run id) of the catalog's one run."""
+    with Catalog(path) as catalog:
+        run_id = catalog.run().run_id
+        units = catalog.units(run_id)
+        exemplars = catalog.run_exemplars(run_id)
+        exemplars["sha256"] = [catalog.image(int(i)).sha256 for i in exemplars.image_id]
+    return units, exemplars, run_id
+
+
+def assert_same_catalog(expected: Path, got: Path) -> None:
+    """Same run id, units and exemplars (images and ranks); thresholds within the histogram's bin."""
+    units, exemplars, run_id = catalog_rows(expected)
+    got_units, got_exemplars, got_run_id = catalog_rows(got)
+    assert got_run_id == run_id
+    assert got_units[["layer", "unit"]].equals(units[["layer", "unit"]])
+    bin_width = (units.act_max - units.act_min).to_numpy() / 2048 * 2 + 1e-6
+    assert np.all(np.abs(got_units.threshold.to_numpy() - units.threshold.to_numpy()) <= bin_width)
+    assert np.allclose(got_units.act_mean, units.act_mean, rtol=1e-4, atol=1e-6)
+    keys = ["layer", "unit", "rank", "sha256"]
+    assert got_exemplars[keys].equals(exemplars[keys])
+    assert np.allclose(got_exemplars.activation, exemplars.activation, rtol=1e-4, atol=1e-6)
+
+
+def shard_pids(title: str) -> list[int]:
+    """The processes whose title Ray set to ``ray::<title>`` (the worker running that task now)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+        except OSError:
+            continue
+        if command == f"ray::{title}":
+            found.append(int(entry.name))
+    return found
+
+
+class Killer(threading.Thread):
+    """SIGKILLs the worker of one shard each time a new attempt of it starts, ``times`` times."""
+
+    def __init__(self, title: str, times: int) -> None:
+        super().__init__(daemon=True)
+        self.title, self.times, self.killed = title, times, []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set() and len(self.killed) < self.times:
+            for pid in shard_pids(self.title):
+                if pid not in self.killed:
+                    os.kill(pid, signal.SIGKILL)
+                    self.killed.append(pid)
+            time.sleep(0.02)
+
+
+def test_split_covers_the_images_in_order_with_sizes_one_apart() -> None:
+    assert split(36, 2) == [Shard(0, 2, 0, 18), Shard(1, 2, 18, 36)]
+    shards = split(10, 4)
+    assert [(s.start, s.stop) for s in shards] == [(0, 3), (3, 6), (6, 8), (8, 10)]
+    assert split(5, 1) == [Shard(0, 1, 0, 5)]
+
+
+def ray_processes() -> set[int]:
+    """The pids of every Ray head process on this machine (its GCS server and raylets)."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        try:
+            name = (entry / "comm").read_text().strip() if entry.name.isdigit() else ""
+        except OSError:
+            continue
+        if name in ("gcs_server", "raylet"):
+            found.add(int(entry.name))
+    return found
+
+
+def test_the_command_starts_its_own_ray_and_stops_it(
+    small_catalog: Path, small_config: DissectConfig, tmp_path: Path
+) -> None:
+    """Runs before the module's shared Ray starts: the command's own Ray is gone when it ends."""
+    before = ray_processes()
+    out = tmp_path / "command.duckdb"
+    command = [sys.executable, "-m", "milan_core", "dissect", "--images", small_config.images,
+               "--layers", ",".join(small_config.layers), "--k", "5", "--batch-size", "8", "--workers", "0",
+               "--shards", "2", "--out", str(out)]
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600, check=False,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr
+    assert "read 36 images" in done.stdout and "36/36" in done.stderr
+    assert_same_catalog(small_catalog, out)
+    assert ray_processes() <= before
+
+
+def test_ray_address_without_shards_is_a_one_line_error(tmp_path: Path, capsys) -> None:
+    from milan_core.cli import main
+
+    assert main(["dissect", "--ray-address", "auto", "--out", str(tmp_path / "c.duckdb")]) == 2
+    assert not (tmp_path / "c.duckdb").exists()
+    assert capsys.readouterr().err.strip() == (
+        "error: --ray-address needs --shards N (the number of Ray tasks to split the images into)")
+
+
+def test_two_shards_write_the_one_process_catalog(
+    local_ray: None, small_catalog: Path, small_config: DissectConfig, tmp_path: Path
+) -> None:
+    out = tmp_path / "sharded.duckdb"
+    summary = dissect_sharded(small_config, out, shards=2)
+    assert summary.n_images == 36 and summary.n_units == 1360 and summary.resumed_from == 0
+    assert summary.run_id == small_config.resolved_run_id()
+    assert_same_catalog(small_catalog, out)
+    with Catalog(out) as catalog:
+        assert catalog.run().config["shards"] == "2"
+    assert not list(tmp_path.glob("*.resume"))
+
+
+def test_a_killed_shard_is_retried_and_the_run_completes(
+    local_ray: None, small_catalog: Path, small_config: DissectConfig, tmp_path: Path
+) -> None:
+    killer = Killer("dissect-shard-2-of-2", times=1)
+    killer.start()
+    out = tmp_path / "retried.duckdb"
+    try:
+        summary = dissect_sharded(small_config, out, shards=2, retries=2)
+    finally:
+        killer.stop.set()
+        killer.join()
+    assert len(killer.killed) == 1  # the worker really died once mid-task
+    assert summary.n_images == 36
+    assert_same_catalog(small_catalog, out)
+
+
+def test_a_shard_that_keeps_dying_names_its_images_leaves_the_catalog_and_resumes(
+    local_ray: None, small_catalog: Path, small_config: DissectConfig, tmp_path: Path, capsys
+) -> None:
+    out = tmp_path / "kept.duckdb"
+    out.write_bytes(small_catalog.read_bytes())  # an existing catalog: a failed run must not touch it
+    before = out.read_bytes()
+    killer = Killer("dissect-shard-2-of-2", times=2)  # the first attempt and its one retry
+    killer.start()
+    try:
+        with pytest.raises(UserError) as failed:
+            dissect_sharded(small_config, out, shards=2, retries=1)
+    finally:
+        killer.stop.set()
+        killer.join()
+    probes = find_images(Path(small_config.images))
+    message = str(failed.value)
+    assert "\n" not in message and "shard 2 of 2" in message
+    assert probes[18].path in message and probes[35].path in message and "died" in message.lower()
+    assert out.read_bytes() == before
+    run_id = small_config.resolved_run_id()
+    first, second = split(36, 2)
+    assert shard_checkpoint_path(out, run_id, first).is_file()
+    assert not shard_checkpoint_path(out, run_id, second).exists()
+    capsys.readouterr()
+
+    summary = dissect_sharded(small_config, out, shards=2)  # only the second shard runs again
+    assert summary.resumed_from == 18 and summary.n_images == 36
+    assert f"resuming run {run_id}: 1 of 2 shards were done (18 images)" in capsys.readouterr().err
+    assert_same_catalog(small_catalog, out)
+    assert not shard_checkpoint_path(out, run_id, first).exists()
+
+
