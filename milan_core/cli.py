@@ -65,7 +65,7 @@ def cmd_dissect(args: argparse.Namespace) -> int:
     if dropped:
         print(dropped, file=sys.stderr)
     if args.describe:
-        describe_commands.describe_run(args.out, summary.run_id, args.describer)
+        describe_commands.describe_run(args.out, summary.run_id, args.describer, device=args.device)
     return 0
 
 

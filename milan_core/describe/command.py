@@ -26,19 +26,20 @@ from milan_core.describe.base import (
 )
 from milan_core.describe.registry import DEFAULT_DESCRIBER, make_describer
 from milan_core.describe.store import description_tables, load_run_view, write_descriptions
-from milan_core.runtime import add_device_argument
+from milan_core.runtime import add_device_argument, resolve_device
 
 
 def describe_run(catalog_path: Path, run_id: str | None, describer: str | None,
-                 lam: float = DEFAULT_LAMBDA) -> tuple[str, str]:
-    """Describe every unit of a run (None: the newest), replacing its descriptions by that describer.
+                 lam: float = DEFAULT_LAMBDA, device: str = "auto") -> tuple[str, str]:
+    """Describe every unit of a run (None: the newest), replacing its descriptions by that describer,
+    whose models (the eye, the detectors) run on ``device`` (``runtime.resolve_device``).
 
     Prints the time it took beside the dissection's, both without writing to the catalog (the
     dissection records its time before it writes). Returns (run id, describer name), for callers
     that read the descriptions back.
     """
     started = time.perf_counter()
-    chosen = make_describer(describer)
+    chosen = make_describer(describer, resolve_device(device))
     with Catalog(catalog_path) as catalog:
         run = load_run_view(catalog, run_id)
         dissect_seconds = catalog.run(run.run_id).seconds
@@ -61,7 +62,7 @@ def describe_run(catalog_path: Path, run_id: str | None, describer: str | None,
 
 
 def cmd_describe(args: argparse.Namespace) -> int:
-    describe_run(args.catalog, args.run, args.describer, args.lam)
+    describe_run(args.catalog, args.run, args.describer, args.lam, args.device)
     return 0
 
 
@@ -89,7 +90,7 @@ def _described_run(args: argparse.Namespace, layers: tuple[str, ...], workdir: P
         config = DissectConfig(model=args.model, images=images, layers=layers, k=args.k,
                                quantile=getattr(args, "quantile", QUANTILE), max_images=args.max_images, workers=0)
         run_id = dissect(config, path, device=args.device).run_id
-    run_id, describer = describe_run(path, run_id, args.describer)
+    run_id, describer = describe_run(path, run_id, args.describer, device=args.device)
     return path, run_id, describer
 
 
@@ -158,6 +159,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     describe.add_argument("--describer", default=None,
                           help=f"NAME or NAME:OPTION (default {DEFAULT_DESCRIBER}; evidence:EYE picks the eye model)")
     describe.add_argument("--lam", type=float, default=DEFAULT_LAMBDA, help="λ of the PMI rule (MILAN: 0.2)")
+    add_device_argument(describe)
     describe.set_defaults(func=cmd_describe)
 
     evaluate = subparsers.add_parser("evaluate", help="measure description quality against known answers")

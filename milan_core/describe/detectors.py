@@ -7,7 +7,9 @@ detector, an ONNX file in the wheel). Both run with onnxruntime, once per distin
 on the dissected model's view, so their masks line up with the units' masks. Faces become boxes;
 eyes, noses and mouths small discs around the landmarks (sized by the distance between the eyes);
 text lines their polygons. Only images where something was found keep masks: memory follows the
-detections, which are bounded by the exemplar images (units x k), never the probe set.
+detections, which are bounded by the exemplar images (units x k), never the probe set. On a CUDA
+``device`` they run on onnxruntime's CUDA provider where the installed onnxruntime has one (the
+PyPI ``onnxruntime`` wheel has only the CPU's: then they stay on the CPU, with a note).
 """
 
 from __future__ import annotations
@@ -56,6 +58,19 @@ def _load_error(package: str, error: Exception) -> UserError:
                      f"install it with pip install -r requirements.txt")
 
 
+def providers(device: torch.device | None) -> tuple[str, ...]:
+    """onnxruntime's execution providers for ``device``: CUDA's first when asked for and present."""
+    import onnxruntime
+
+    if device is None or device.type != "cuda":
+        return ("CPUExecutionProvider",)
+    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        print("note: this onnxruntime has no CUDA provider, so the face and text detectors run on the CPU "
+              "(pip install onnxruntime-gpu for them to use the GPU)", file=sys.stderr)
+        return ("CPUExecutionProvider",)
+    return ("CUDAExecutionProvider", "CPUExecutionProvider")
+
+
 def _session_options():  # -> onnxruntime.SessionOptions
     """No busy-waiting threads: on a shared CPU spinning onnxruntime threads steal the cores."""
     import onnxruntime
@@ -67,7 +82,7 @@ def _session_options():  # -> onnxruntime.SessionOptions
 
 
 @lru_cache(maxsize=1)
-def face_detector() -> Callable[[np.ndarray], list[list[Any]]]:
+def face_detector(on: tuple[str, ...] = ("CPUExecutionProvider",)) -> Callable[[np.ndarray], list[list[Any]]]:
     """RetinaFace from the ``retinaface`` package's embedded ONNX graph: (N, H, W, 3) RGB -> faces."""
     try:
         import onnxruntime
@@ -75,7 +90,7 @@ def face_detector() -> Callable[[np.ndarray], list[list[Any]]]:
         from retinaface.preprocess import preprocess
         from retinaface.weights import WEIGHTS
 
-        session = onnxruntime.InferenceSession(WEIGHTS, _session_options(), providers=["CPUExecutionProvider"])
+        session = onnxruntime.InferenceSession(WEIGHTS, _session_options(), providers=list(on))
     except Exception as error:  # an ImportError, or a broken graph: either way the package is unusable
         raise _load_error(FACE_PACKAGE, error) from error
 
@@ -87,7 +102,7 @@ def face_detector() -> Callable[[np.ndarray], list[list[Any]]]:
 
 
 @lru_cache(maxsize=1)
-def text_detector() -> Callable[[np.ndarray], np.ndarray]:
+def text_detector(on: tuple[str, ...] = ("CPUExecutionProvider",)) -> Callable[[np.ndarray], np.ndarray]:
     """PP-OCRv4's text detector from ``rapidocr_onnxruntime``'s wheel: (H, W, 3) RGB -> (n, 4, 2) boxes.
 
     Only the detector is loaded: which words the regions say does not matter to a unit's description,
@@ -102,7 +117,7 @@ def text_detector() -> Callable[[np.ndarray], np.ndarray]:
         config = yaml.safe_load((root / "config.yaml").read_text())["Det"]
         config.update(model_path=str(root / config["model_path"]), limit_type="max", limit_side_len=TEXT_LONG_SIDE)
         detector = TextDetector(config)
-        detector.infer.session = _with_quiet_options(detector.infer.session)
+        detector.infer.session = _with_quiet_options(detector.infer.session, on)
     except Exception as error:
         raise _load_error(TEXT_PACKAGE, error) from error
 
@@ -113,10 +128,10 @@ def text_detector() -> Callable[[np.ndarray], np.ndarray]:
     return detect
 
 
-def _with_quiet_options(session):  # onnxruntime.InferenceSession -> the same model without spinning
+def _with_quiet_options(session, on: tuple[str, ...]):  # onnxruntime.InferenceSession -> the same, not spinning
     import onnxruntime
 
-    return onnxruntime.InferenceSession(session._model_path, _session_options(), providers=["CPUExecutionProvider"])
+    return onnxruntime.InferenceSession(session._model_path, _session_options(), providers=list(on))
 
 
 def face_shapes(face: Any) -> list[tuple[str, str, list[float]]]:
@@ -152,9 +167,9 @@ def render(shapes: Sequence[tuple[str, str, Any]], size: int) -> torch.Tensor:
     return torch.from_numpy(np.stack([np.asarray(layer, dtype=bool) for layer in layers]))
 
 
-def detect(views: Mapping[str, Image.Image]) -> Detections:
-    """Run both detectors once over every view and keep the concept masks of the views where
-    anything was found.
+def detect(views: Mapping[str, Image.Image], device: torch.device | None = None) -> Detections:
+    """Run both detectors once over every view (on ``device``, see ``providers``) and keep the
+    concept masks of the views where anything was found.
 
     One view a call: retinaface accepts batches, but here a batch of 8 took 9.0 ms an image and
     one view 3.4 ms (``bench/bench_parts.py``), and rapidocr's detector takes one image a call.
@@ -163,7 +178,8 @@ def detect(views: Mapping[str, Image.Image]) -> Detections:
     size = views[paths[0]].width if paths else 0
     shapes: dict[str, list] = {p: [] for p in paths}
     seconds = {"faces": 0.0, "text": 0.0}
-    find_faces, find_text = face_detector(), text_detector()
+    on = providers(device)
+    find_faces, find_text = face_detector(on), text_detector(on)
     for path in tqdm(paths, desc="faces and text", unit="image", leave=False, file=sys.stderr):
         pixels = np.asarray(views[path].convert("RGB"))
         started = time.perf_counter()

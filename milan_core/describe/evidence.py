@@ -68,15 +68,16 @@ class EvidenceDescriber:
 
     name = "evidence"
 
-    def __init__(self, option: str | None = None) -> None:
+    def __init__(self, option: str | None = None, device: torch.device | None = None) -> None:
         settings = parse_option(option)
+        self.device = device  # where the eye and the detectors run (None: the CPU)
         self.eye_name = settings.get("eye")
         self.masks = Path(settings["masks"]) if "masks" in settings else None
         self.classes = Path(settings["classes"]) if "classes" in settings else None
 
     def propose(self, run: RunView) -> list[list[Candidate]]:
         eye_name = self.eye_name or choose_eye(run.model)
-        eye = load_eye(eye_name)
+        eye = load_eye(eye_name, self.device)
         hierarchy = imagenet_hierarchy()
         views = run.views()
         paths = list(views)
@@ -97,7 +98,7 @@ class EvidenceDescriber:
             null_layers = [layers[i] for i in spatial if i >= real]
             attributes = against_chance(table.values[is_real], real_layers, table.values[~is_real], null_layers)
         labelled = segmentation_candidates(run, self.masks, self.classes) if self.masks and self.classes else {}
-        parts = part_candidates(run.units, every[real:], views, seen)  # faces, text; animal heads (weak)
+        parts = part_candidates(run.units, every[real:], views, seen, self.device)  # faces, text; animal heads (weak)
         proposals = []
         for i, unit in enumerate(run.units):
             candidates = [no_evidence(), *object_candidates(class_probs[i], synset_probs[i], objects, i, eye_name)]

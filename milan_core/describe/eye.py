@@ -6,11 +6,14 @@ average pooling, classifying the features averaged under a region is what the ey
 region (a class-activation map pooled under the mask), so the cost grows with images, not with
 units x k. The eye sees the *dissected* model's view of each image (its resize and centre crop),
 so its grid lines up with the exemplar masks, at the view's own size (``eye_size``). Where the CPU
-computes bfloat16 natively the eye runs in it (``eye_precision``).
+computes bfloat16 natively the eye runs in it (``eye_precision``). The eye runs on the device
+``load_eye`` put it on (``describe --device``); its features come back to the CPU, where the
+regions are pooled.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -35,8 +38,9 @@ def choose_eye(dissected_model: str) -> str:
     return FALLBACK_EYE if dissected_model == DEFAULT_EYE else DEFAULT_EYE
 
 
-def load_eye(name: str) -> LoadedModel:
-    """The eye model; a clear error when it cannot be loaded or has no spatial features."""
+def load_eye(name: str, device: torch.device | None = None) -> LoadedModel:
+    """The eye model on ``device`` (default the CPU); a clear error when it cannot be loaded or
+    has no spatial features."""
     try:
         eye = load_model(name)
     except UserError as error:
@@ -44,6 +48,7 @@ def load_eye(name: str) -> LoadedModel:
     classifier = getattr(eye.module, "classifier", None)
     if not hasattr(eye.module, "forward_features") or not isinstance(classifier, nn.Linear):
         raise UserError(f"the eye {name!r} needs forward_features and a linear classifier (a timm EfficientNet)")
+    eye.module.to(device or torch.device("cpu"))
     return eye
 
 
@@ -68,13 +73,16 @@ def eye_size(view_size: int, eye_input_size: int) -> int:
     return min(max(view_size, MIN_EYE_SIZE), eye_input_size)
 
 
-def eye_precision() -> AbstractContextManager:
-    """bfloat16 autocast where oneDNN runs it natively (AVX512-BF16 or AMX), else float32.
+def eye_precision(device: torch.device) -> AbstractContextManager:
+    """On a CPU, bfloat16 autocast where oneDNN runs it natively (AVX512-BF16 or AMX), else
+    float32; on another device float32 (its half precision is not measured here).
 
     The eye only has to name the objects a region shows, not reproduce exact logits, and it is the
     largest cost of describing: in bfloat16 Lite2 took 10.5 ms an image here instead of 23.6 ms.
     On a CPU without native bfloat16 it would be emulated and slower, so it stays float32 there.
     """
+    if device.type != "cpu":
+        return nullcontext()
     try:  # a private probe of oneDNN's: a torch without it is treated as a CPU without bfloat16
         native = torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
@@ -84,20 +92,24 @@ def eye_precision() -> AbstractContextManager:
 
 @torch.inference_mode()
 def see(eye: LoadedModel, views: Sequence[Image.Image], paths: Sequence[str], batch_size: int = 16) -> EyeFeatures:
-    """Run the eye once over each image's view (the dissected model's), keeping its feature maps."""
+    """Run the eye once over each image's view (the dissected model's), on the eye's device,
+    keeping its feature maps (on the CPU, with a CPU copy of its classifier)."""
+    device = next(eye.module.parameters()).device
     size = eye_size(views[0].width, eye.preprocessing.input_size) if views else eye.preprocessing.input_size
     # load_model gives channels-last weights; channels-last inputs keep the convolutions that way.
     module = eye.module
     chunks = []
-    with eye_precision():
+    with eye_precision(device):
         for start in tqdm(range(0, len(views), batch_size), desc="eye", unit="batch", leave=False):
             batch = [v if v.size == (size, size) else v.resize((size, size), Image.BICUBIC)
                      for v in views[start : start + batch_size]]
             pixels = torch.stack([eye.preprocessing.to_tensor(v) for v in batch])
-            chunks.append(module.forward_features(pixels.to(memory_format=torch.channels_last)).float())
+            pixels = pixels.to(device, memory_format=torch.channels_last)
+            chunks.append(module.forward_features(pixels).float().cpu())
     features = torch.cat(chunks)  # (N, C, g, g)
     cells = features.permute(0, 2, 3, 1).reshape(-1, features.shape[1]).contiguous()
-    return EyeFeatures({p: i for i, p in enumerate(paths)}, cells, features.shape[-1], eye.module.classifier)
+    classifier = eye.module.classifier if device.type == "cpu" else copy.deepcopy(eye.module.classifier).cpu()
+    return EyeFeatures({p: i for i, p in enumerate(paths)}, cells, features.shape[-1], classifier)
 
 
 @torch.inference_mode()

@@ -234,8 +234,9 @@ def head_texts(adjective: str, plural: str, muzzle: bool) -> list[str]:
 
 
 def part_candidates(units: Sequence[UnitView], null: Sequence[UnitView], views: Mapping[str, Image.Image],
-                    seen: EyeFeatures) -> dict[int, list[Candidate]]:
-    """Part, face and text candidates of every spatial unit, by unit id, against chance.
+                    seen: EyeFeatures, device: torch.device | None = None) -> dict[int, list[Candidate]]:
+    """Part, face and text candidates of every spatial unit, by unit id, against chance; the
+    detectors run on ``device``.
 
     ``null`` are random units of the same layers (``significance.null_units``), measured exactly
     like the units: ``p(d|E)`` is a unit's value beyond the mean of its layer's random units, and
@@ -248,7 +249,7 @@ def part_candidates(units: Sequence[UnitView], null: Sequence[UnitView], views: 
         return {}
     table = ExemplarTable.of(every).reaching()
     paths = sorted(set(table.paths))
-    detections = detect({p: views[p] for p in paths})
+    detections = detect({p: views[p] for p in paths}, device)
     masks, maps = animal_faces(detections, animal_maps(seen))
     detected = detected_values(every, table, detections.index, masks)
     heads = head_values(every, table, maps)

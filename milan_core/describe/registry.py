@@ -1,15 +1,18 @@
 """Describers by name: ``--describer NAME`` or ``--describer NAME:OPTION`` (e.g. a model path).
 
-Each factory takes the option (or None) and returns a ``Describer``. The built-in offline describer
-is listed here; model-based describers live in ``milan_core.describe.model_based``, which is
-imported only when one of its names is asked for (it pulls in ``transformers``) and exposes its own
-``DESCRIBERS: dict[str, Callable[[str | None], Describer]]``.
+Each factory takes the option (or None) and returns a ``Describer``; the built-in offline describer,
+listed here, also takes the device its models run on (``describe --device``). Model-based
+describers live in ``milan_core.describe.model_based``, which is imported only when one of its
+names is asked for (it pulls in ``transformers``) and exposes its own
+``DESCRIBERS: dict[str, Callable[[str | None], Describer]]`` (they run on the CPU).
 """
 
 from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
+
+import torch
 
 from milan_core.describe.base import Describer
 from milan_core.errors import UserError
@@ -38,20 +41,19 @@ def _plugin_factories() -> dict[str, Factory]:
     return factories
 
 
-def _builtin_factory(name: str) -> Factory:
+def _builtin_factory(name: str) -> Callable[[str | None, torch.device | None], Describer]:
     module_name, _, attribute = BUILTIN[name].partition(":")
     return getattr(importlib.import_module(module_name), attribute)
 
 
-def make_describer(spec: str | None) -> Describer:
-    """The describer named by ``NAME`` or ``NAME:OPTION`` (None: the default offline one)."""
+def make_describer(spec: str | None, device: torch.device | None = None) -> Describer:
+    """The describer named by ``NAME`` or ``NAME:OPTION`` (None: the default offline one); a
+    built-in one runs its models on ``device`` (None: the CPU)."""
     name, _, option = (spec or DEFAULT_DESCRIBER).partition(":")
     if name in BUILTIN:
-        factory = _builtin_factory(name)
-    else:
-        plugins = _plugin_factories()
-        if name not in plugins:
-            known = ", ".join(sorted(set(BUILTIN) | set(plugins)))
-            raise UserError(f"unknown describer {name!r}; use one of: {known}")
-        factory = plugins[name]
-    return factory(option or None)
+        return _builtin_factory(name)(option or None, device)
+    plugins = _plugin_factories()
+    if name not in plugins:
+        known = ", ".join(sorted(set(BUILTIN) | set(plugins)))
+        raise UserError(f"unknown describer {name!r}; use one of: {known}")
+    return plugins[name](option or None)
