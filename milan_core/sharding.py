@@ -24,12 +24,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import ray
 import torch
 from ray.exceptions import RayError, RayTaskError
 from tqdm import tqdm
 
 import milan_core
+from milan_core.catalog import Catalog
 from milan_core.config import LOCK_WAIT, DissectConfig
 from milan_core.dissect import (
     DissectionState,
@@ -48,6 +50,7 @@ from milan_core.errors import UserError
 from milan_core.images import ProbeImage
 from milan_core.models import load_model
 from milan_core.runtime import layer_forward, resolve_device, statistics_device
+from milan_core.statistics import HISTOGRAM_BINS
 
 SHARD_RETRIES = 3  # attempts after the first for a shard whose worker process died
 POLL_SECONDS = 0.5  # how often the driver redraws the bar while shards run
@@ -211,7 +214,9 @@ def dissect_sharded(config: DissectConfig, out: Path, shards: int, address: str 
                     backends.add(ran_on)
                     save_checkpoint(paths[shard.number], config, signatures[shard.number], shard.stop - shard.start,
                                     states[shard.number], time.perf_counter() - loaded_at)
-                bar.update(resumed_from + ray.get(progress.total.remote()) - bar.n)
+                done_images = resumed_from + ray.get(progress.total.remote())
+                if done_images > bar.n:
+                    bar.update(done_images - bar.n)
     if failures:
         kept = f"; the {len(states)} finished shard(s) are kept beside {out}, so the same command redoes only the rest"
         raise UserError(f"{failures[0]}{' (and ' + str(len(failures) - 1) + ' more)' if len(failures) > 1 else ''}"
@@ -225,3 +230,33 @@ def dissect_sharded(config: DissectConfig, out: Path, shards: int, address: str 
     for path in paths:
         path.unlink(missing_ok=True)
     return summary
+
+
+def catalog_differences(expected: Path, got: Path, run_id: str | None = None) -> list[str]:
+    """How run ``run_id`` (None: the newest) of ``got`` differs from the same run of ``expected``,
+    as the sharded job promises it does not: the same run id, units and exemplars (image, rank),
+    activations and means to float rounding, thresholds within one histogram bin (the finest
+    width fitting the unit's range in ``HISTOGRAM_BINS`` bins, at most twice range / bins)."""
+    with Catalog(expected) as one, Catalog(got) as other:
+        run, other_run = one.run(run_id), other.run(run_id)
+        units, other_units = one.units(run.run_id), other.units(other_run.run_id)
+        exemplars, other_exemplars = one.run_exemplars(run.run_id), other.run_exemplars(other_run.run_id)
+    if other_run.run_id != run.run_id:
+        return [f"run id {other_run.run_id} instead of {run.run_id}"]
+    if not other_units[["layer", "unit"]].equals(units[["layer", "unit"]]):
+        return [f"{len(other_units)} units instead of {len(units)}, or in another order"]
+    found = []
+    keys = ["layer", "unit", "rank", "path"]
+    if not other_exemplars[keys].equals(exemplars[keys]):
+        changed = (other_exemplars[keys] != exemplars[keys]).any(axis=1) if len(other_exemplars) == len(exemplars) \
+            else np.ones(1, dtype=bool)
+        found.append(f"{int(changed.sum())} exemplars differ in image or rank")
+    elif not np.allclose(other_exemplars.activation, exemplars.activation, rtol=1e-4, atol=1e-6):
+        found.append("exemplar activations differ beyond float rounding")
+    bin_width = 2 * (units.act_max - units.act_min).to_numpy() / HISTOGRAM_BINS + 1e-6
+    off = np.abs(other_units.threshold.to_numpy() - units.threshold.to_numpy()) > bin_width
+    if off.any():
+        found.append(f"{int(off.sum())} thresholds differ by more than a histogram bin")
+    if not np.allclose(other_units.act_mean, units.act_mean, rtol=1e-4, atol=1e-6):
+        found.append("unit means differ beyond float rounding")
+    return found
