@@ -30,7 +30,6 @@ import torch
 from ray.exceptions import RayError, RayTaskError
 from tqdm import tqdm
 
-import milan_core
 from milan_core.catalog import Catalog
 from milan_core.config import LOCK_WAIT, DissectConfig
 from milan_core.dissect import (
@@ -131,11 +130,9 @@ def merge_states(states: list[DissectionState]) -> DissectionState:
 def ray_cluster(address: str | None, shards: int) -> Iterator[None]:
     """Join the cluster at ``address``, or start a local instance of ``shards`` CPUs on the
     loopback (no dashboard, the workers' output kept out of the terminal); stop what was started."""
-    package_parent = str(Path(milan_core.__file__).resolve().parents[1])
     options: dict[str, object] = {"log_to_driver": False, "logging_level": logging.ERROR}
-    if address is None:  # the workers import this checkout, wherever the command was typed
-        options.update(num_cpus=shards, include_dashboard=False, _node_ip_address="127.0.0.1",
-                       runtime_env={"env_vars": {"PYTHONPATH": package_parent}})
+    if address is None:
+        options.update(num_cpus=shards, include_dashboard=False, _node_ip_address="127.0.0.1")
     if ray.is_initialized():  # a caller (a notebook, a test) already connected: use its cluster
         yield
         return
