@@ -2,8 +2,8 @@
 
 Runs the command line (a fresh process each, as a person would) on the same images and layers:
 - the plain job with ``--workers 1`` on each backend (torch, onnxruntime): the current job;
-- ``--shards 2`` and ``--shards 1`` (local Ray started by the command) on ``--backend`` (the same
-  backend as the plain job each is compared with);
+- ``--shards 2`` and ``--shards 1`` (a local Ray started by the command, on the loopback only) on
+  ``--backend`` (the same backend as the plain job each is compared with);
 and prints each wall time, the ratios (goals: 2 shards <= 0.75x the plain job, 1 shard <= 1.15x),
 whether each sharded catalog is identical to the plain one (``sharding.catalog_differences``), the
 per-image cost and the merge cost (from the runs' recorded timings), and the projection to ImageNet
@@ -44,7 +44,7 @@ def run_job(images: Path, out: Path, max_images: int | None, backend: str, worke
     command += ["--shards", str(shards)] if shards else []
     started = time.perf_counter()
     subprocess.run(command, cwd=ROOT, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                   env={**os.environ, "PYTHONPATH": str(ROOT)})
+                   env={**os.environ, "PYTHONPATH": str(ROOT), "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"})
     wall = time.perf_counter() - started
     with Catalog(out) as catalog:
         run = catalog.run()

@@ -128,11 +128,13 @@ def merge_states(states: list[DissectionState]) -> DissectionState:
 
 @contextmanager
 def ray_cluster(address: str | None, shards: int) -> Iterator[None]:
-    """Join the cluster at ``address``, or start a local instance of ``shards`` CPUs on the
-    loopback (no dashboard, the workers' output kept out of the terminal); stop what was started."""
+    """Join the cluster at ``address``, or start a local instance of ``shards`` CPUs (no dashboard,
+    the workers' output kept out of the terminal); stop what was started. Ray's local instance
+    listens on this machine's address, or on the loopback only with the environment variable
+    ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` set before Ray is imported (the tests do)."""
     options: dict[str, object] = {"log_to_driver": False, "logging_level": logging.ERROR}
     if address is None:
-        options.update(num_cpus=shards, include_dashboard=False, _node_ip_address="127.0.0.1")
+        options.update(num_cpus=shards, include_dashboard=False)
     if ray.is_initialized():  # a caller (a notebook, a test) already connected: use its cluster
         yield
         return

@@ -11,15 +11,20 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from milan_core.catalog import Catalog
-from milan_core.config import DissectConfig
-from milan_core.errors import UserError
-from milan_core.images import find_images
-from milan_core.sharding import (
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # Ray's local instance on the loopback only
+import ray  # noqa: E402
+
+from milan_core.catalog import Catalog  # noqa: E402
+from milan_core.config import DissectConfig  # noqa: E402
+from milan_core.dissect import dissect  # noqa: E402
+from milan_core.errors import UserError  # noqa: E402
+from milan_core.images import find_images  # noqa: E402
+from milan_core.sharding import (  # noqa: E402
     Shard,
     catalog_differences,
     dissect_sharded,
@@ -35,6 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def local_ray() -> Iterator[None]:
     """One local Ray of 2 CPUs for the module's tests (its start takes seconds), stopped after."""
     with ray_cluster(None, 2):
+        assert ray.nodes()[0]["NodeManagerAddress"] == "127.0.0.1"
         yield
 
 
@@ -186,3 +192,14 @@ def test_a_shard_that_keeps_dying_names_its_images_leaves_the_catalog_and_resume
     assert not shard_checkpoint_path(out, run_id, first).exists()
 
 
+
+
+def test_a_mistake_in_a_shard_is_the_one_process_jobs_line(local_ray: None, small_config: DissectConfig,
+                                                           tmp_path: Path) -> None:
+    wrong = replace(small_config, layers=("blocks.99",))
+    with pytest.raises(UserError) as one_process:
+        dissect(wrong, tmp_path / "one.duckdb")
+    with pytest.raises(UserError) as sharded:
+        dissect_sharded(wrong, tmp_path / "sharded.duckdb", shards=2)
+    assert str(sharded.value) == str(one_process.value)
+    assert not (tmp_path / "sharded.duckdb").exists()
