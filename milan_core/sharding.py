@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,9 +99,9 @@ class Progress:
 
 
 def dissect_shard(config: DissectConfig, root: Path, probes: list[ProbeImage], number: int, backend: str,
-                  device: str, progress: ray.actor.ActorHandle) -> tuple[DissectionState, str]:
-    """One shard's pass in a Ray worker, with one torch thread (a Ray task holds one CPU); the
-    state and the backend that ran the model."""
+                  device: str, progress: ray.actor.ActorHandle) -> tuple[DissectionState, str, str]:
+    """One shard's pass in a Ray worker, with one torch thread (a Ray task holds one CPU): its
+    state, and the backend and device that ran the model (``auto`` resolves on the worker)."""
     torch.set_num_threads(1)
     on = resolve_device(device)
     loaded = load_model(config.model, Path(config.weights) if config.weights else None)
@@ -111,7 +111,7 @@ def dissect_shard(config: DissectConfig, root: Path, probes: list[ProbeImage], n
         run_pass(loaded, forward, root, probes, config, state,
                  progress=lambda position: progress.report.remote(number, position))
     state.layers = {name: stats.to("cpu") for name, stats in state.layers.items()}
-    return state, forward.backend
+    return state, forward.backend, str(on)
 
 
 def merge_states(states: list[DissectionState]) -> DissectionState:
@@ -155,6 +155,70 @@ def failure_message(error: RayError) -> str:
     return f"{type(cause).__name__}: {lines[0] if lines else 'no message'}"
 
 
+@dataclass(frozen=True)
+class ShardJob:
+    """One sharded job as the driver sees it: the slices, and where each one's state is saved."""
+
+    config: DissectConfig
+    root: Path
+    probes: list[ProbeImage]
+    slices: list[Shard]
+    signatures: list[str]
+    paths: list[Path]
+
+    def finished(self) -> dict[int, DissectionState]:
+        """The states of the shards an earlier run of this very job finished (checkpoints beside
+        the catalog made with the same parameters on the same files), by shard number."""
+        found = {}
+        for shard, path, signature in zip(self.slices, self.paths, self.signatures):
+            resumed = load_checkpoint(path, self.config, signature)
+            if resumed is not None:
+                found[shard.number] = resumed[1]
+        return found
+
+    def images(self, numbers: Iterable[int]) -> int:
+        return sum(self.slices[n].stop - self.slices[n].start for n in numbers)
+
+
+def run_shards(job: ShardJob, states: dict[int, DissectionState], backend: str, device: str,
+               retries: int) -> tuple[list[str], set[tuple[str, str]]]:
+    """Run the shards not in ``states`` as Ray tasks, adding each finished one's state to
+    ``states`` and saving it; (one line per shard that failed, the (backend, device) pairs that ran).
+    A user's mistake met in a shard stops everything at once, as the one-process job would."""
+    task = ray.remote(num_cpus=1, max_retries=retries)(dissect_shard)
+    progress = Progress.remote()
+    count = len(job.slices)
+    pending = {
+        task.options(name=f"dissect-shard-{shard.number + 1}-of-{count}").remote(
+            job.config, job.root, job.probes[shard.start:shard.stop], shard.number, backend, device, progress,
+        ): shard
+        for shard in job.slices if shard.number not in states
+    }
+    failures, ran_on, started = [], set(), time.perf_counter()
+    resumed = job.images(states)
+    with tqdm(total=len(job.probes), initial=resumed, unit="img", desc=f"dissect ({count} shards)",
+              dynamic_ncols=True) as bar:
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1, timeout=POLL_SECONDS)
+            for ref in done:
+                shard = pending.pop(ref)
+                try:
+                    state, used_backend, used_device = ray.get(ref)
+                except RayError as error:
+                    if isinstance(error, RayTaskError) and isinstance(error.cause, UserError):
+                        raise UserError(str(error.cause)) from error
+                    failures.append(f"{shard.name(job.probes)} failed: {failure_message(error)}")
+                    continue
+                states[shard.number] = state
+                ran_on.add((used_backend, used_device))
+                save_checkpoint(job.paths[shard.number], job.config, job.signatures[shard.number],
+                                shard.stop - shard.start, state, time.perf_counter() - started)
+            images = resumed + ray.get(progress.total.remote())
+            if images > bar.n:
+                bar.update(images - bar.n)
+    return failures, ran_on
+
+
 def dissect_sharded(config: DissectConfig, out: Path, shards: int, address: str | None = None,
                     lock_wait: float = LOCK_WAIT, backend: str = "auto", device: str = "auto",
                     retries: int = SHARD_RETRIES) -> Summary:
@@ -172,61 +236,30 @@ def dissect_sharded(config: DissectConfig, out: Path, shards: int, address: str 
     if shards > len(probes):
         print(f"note: --shards {shards} is more than the {len(probes)} images; using {len(probes)}", file=sys.stderr)
         shards = len(probes)
-    run_id = config.resolved_run_id()
-    slices = split(len(probes), shards)
-    signatures = [probe_signature(root, probes[s.start:s.stop]) for s in slices]
-    paths = [shard_checkpoint_path(out, run_id, s) for s in slices]
-    states: dict[int, DissectionState] = {}
-    for shard, path, signature in zip(slices, paths, signatures):
-        resumed = load_checkpoint(path, config, signature)
-        if resumed is not None:
-            states[shard.number] = resumed[1]
-    resumed_from = sum(slices[n].stop - slices[n].start for n in states)
+    run_id, slices = config.resolved_run_id(), split(len(probes), shards)
+    job = ShardJob(config, root, probes, slices, [probe_signature(root, probes[s.start:s.stop]) for s in slices],
+                   [shard_checkpoint_path(out, run_id, s) for s in slices])
+    states = job.finished()
+    resumed_from = job.images(states)
     if states:
         print(f"resuming run {run_id}: {len(states)} of {shards} shards were done ({resumed_from} images)",
               file=sys.stderr)
-    failures: list[str] = []
-    backends: set[str] = set()
     with ray_cluster(address, shards):
-        task = ray.remote(num_cpus=1, max_retries=retries)(dissect_shard)
-        progress = Progress.remote()
-        pending = {
-            task.options(name=f"dissect-shard-{shard.number + 1}-of-{shards}").remote(
-                config, root, probes[shard.start:shard.stop], shard.number, backend, device, progress,
-            ): shard
-            for shard in slices if shard.number not in states
-        }
-        loaded_at = time.perf_counter()
-        with tqdm(total=len(probes), initial=resumed_from, unit="img", desc=f"dissect ({shards} shards)",
-                  dynamic_ncols=True) as bar:
-            while pending:
-                done, _ = ray.wait(list(pending), num_returns=1, timeout=POLL_SECONDS)
-                for ref in done:
-                    shard = pending.pop(ref)
-                    try:
-                        states[shard.number], ran_on = ray.get(ref)
-                    except RayError as error:
-                        if isinstance(error, RayTaskError) and isinstance(error.cause, UserError):
-                            raise UserError(str(error.cause)) from error
-                        failures.append(f"{shard.name(probes)} failed: {failure_message(error)}")
-                        continue
-                    backends.add(ran_on)
-                    save_checkpoint(paths[shard.number], config, signatures[shard.number], shard.stop - shard.start,
-                                    states[shard.number], time.perf_counter() - loaded_at)
-                done_images = resumed_from + ray.get(progress.total.remote())
-                if done_images > bar.n:
-                    bar.update(done_images - bar.n)
+        connected_at = time.perf_counter()
+        failures, ran_on = run_shards(job, states, backend, device, retries)
     if failures:
+        more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
         kept = f"; the {len(states)} finished shard(s) are kept beside {out}, so the same command redoes only the rest"
-        raise UserError(f"{failures[0]}{' (and ' + str(len(failures) - 1) + ' more)' if len(failures) > 1 else ''}"
-                        f"{kept if states else ''}; {out} was not changed")
+        raise UserError(f"{failures[0]}{more}{kept if states else ''}; {out} was not changed")
     passed_at = time.perf_counter()
     state = merge_states([states[shard.number] for shard in slices])
-    timings = {"load": loaded_at - started, "pass": passed_at - loaded_at, "merge": time.perf_counter() - passed_at}
-    runtime = {"backend": ",".join(sorted(backends)) or backend, "device": device, "shards": str(shards)}
+    timings = {"load": connected_at - started, "pass": passed_at - connected_at,
+               "merge": time.perf_counter() - passed_at}
+    runtime = {"backend": ",".join(sorted({b for b, _ in ran_on})) or backend,
+               "device": ",".join(sorted({d for _, d in ran_on})) or device, "shards": str(shards)}
     summary = write_state(config, out, root, probes, state, timings, runtime, lock_wait,
-                          lambda: paths[0].parent, resumed_from)
-    for path in paths:
+                          lambda: job.paths[0].parent, resumed_from)
+    for path in job.paths:
         path.unlink(missing_ok=True)
     return summary
 

@@ -134,8 +134,10 @@ def test_two_shards_write_the_one_process_catalog(
     assert summary.n_images == 36 and summary.n_units == 1360 and summary.resumed_from == 0
     assert summary.run_id == small_config.resolved_run_id()
     assert_same_catalog(small_catalog, out)
-    with Catalog(out) as catalog:
-        assert catalog.run().config["shards"] == "2"
+    with Catalog(out) as catalog, Catalog(small_catalog) as one_process:
+        recorded, expected = catalog.run().config, one_process.run().config
+    assert recorded["shards"] == "2"  # and the backend and device the shards ran on, as the one process records
+    assert (recorded["backend"], recorded["device"]) == (expected["backend"], expected["device"])
     assert not list(tmp_path.glob("*.resume"))
     changed = tmp_path / "changed.duckdb"  # the comparison sees a threshold moved past its bin
     changed.write_bytes(out.read_bytes())
