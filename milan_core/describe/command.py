@@ -45,7 +45,8 @@ def describe_run(catalog_path: Path, run_id: str | None, describer: str | None,
     proposals = chosen.propose(run)
     layers = [u.layer for u in run.units]
     priors = layer_priors(chosen.log_prior, proposals, layers)
-    described = spread_layer_shares(select([u.unit_id for u in run.units], proposals, priors, lam), layers)
+    kinds = getattr(chosen, "kind_prior", None)
+    described = spread_layer_shares(select([u.unit_id for u in run.units], proposals, priors, lam, kinds), layers)
     known = getattr(chosen, "known_texts", list)()
     descriptions, candidates = description_tables(described, chosen.name, known)
     seconds = time.perf_counter() - started

@@ -264,7 +264,7 @@ def part_candidates(units: Sequence[UnitView], null: Sequence[UnitView], views: 
             head_evidence(heads.stats, u)
         evidence |= {"value": round(float(values[u, d]), 4), "chance": round(float(chance.mean[u, d]), 4)}
         found.setdefault(spatial[u].unit_id, []).append(Candidate(
-            texts[d], math.log(float(chance.excess[u, d])), "object", evidence, float(chance.significance[u, d])))
+            texts[d], math.log(float(chance.excess[u, d])), "part", evidence, float(chance.significance[u, d])))
     return found
 
 

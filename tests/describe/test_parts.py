@@ -101,7 +101,7 @@ def test_a_unit_whose_masks_cover_faces_gets_face_candidates_and_others_do_not(
     assert face_candidates["human faces"].evidence["chance"] == 0.0
     assert not [c for c in proposed.get(2, []) if c.evidence.get("detector")]  # a corner is no face and no text
     assert {"text", "letters and words"} <= {c.text for c in proposed[3]}
-    assert all(c.evidence_type == "object" and c.text in part_texts() for cs in proposed.values() for c in cs)
+    assert all(c.evidence_type == "part" and c.text in part_texts() for cs in proposed.values() for c in cs)
 
 
 def test_a_unit_on_the_cats_head_gets_weak_cat_face_candidates_and_one_beside_it_none(

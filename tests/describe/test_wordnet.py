@@ -36,12 +36,31 @@ def test_breeds_lift_to_dog_and_animal_but_not_to_vehicle() -> None:
     assert "requiem shark" not in hierarchy.texts  # one class under it: the class speaks for it
 
 
+def test_regions_are_named_at_the_basic_level_and_logits_by_their_class() -> None:
+    """A hidden unit's regions of breeds are "dog" (people say it: SemCor tags "dog" 42 times, a
+    breed never) with a breed's full weight; a tabby is a "cat", not an "animal" through WordNet's
+    "domestic animal" shortcut; a logit's class keeps naming it most."""
+    hierarchy = imagenet_hierarchy()
+    probs = torch.zeros(3, 1000)
+    probs[0, [208, 207, 235]] = torch.tensor([0.3, 0.3, 0.3])  # Labrador, golden retriever, German shepherd
+    probs[1, 281] = 1.0  # tabby cat
+    probs[2, 817] = 1.0  # sports car
+    basic = hierarchy.lift_probabilities(probs, basic=True)
+    named = hierarchy.lift_probabilities(probs)
+    assert basic[0, _column("dog")] == pytest.approx(0.9) and basic[0, _column("dog")] > named[0, _column("dog")]
+    assert basic[0, _column("Labrador retriever")] == pytest.approx(0.3)  # PMI can still name one breed
+    assert basic[1, _column("cat")] == 1.0 and basic[1, _column("animal")] < 1.0
+    assert basic[2, _column("car")] == 1.0 and named[2, _column("sports car")] == 1.0
+    assert (hierarchy.basic_lift >= hierarchy.lift).all()  # the class keeps its weight
+
+
 def test_hierarchy_is_built_once_then_read_from_the_cache(tmp_path: Path) -> None:
     built = cached_hierarchy(tmp_path)
     assert len(list(tmp_path.glob("imagenet-hierarchy-*.pt"))) == 1
     read = cached_hierarchy(tmp_path)
     assert read.synsets == built.synsets and read.texts == built.texts
     assert torch.equal(read.lift, built.lift) and (read.depths == built.depths).all()
+    assert torch.equal(read.basic_lift, built.basic_lift)
     assert "dog" in read.texts and read.lift.shape == (1000, len(read.synsets))
 
 
