@@ -8,7 +8,7 @@ parts with the face and text detectors and their overlaps), the whole descriptio
 and their ratio (goal: at most 1), with the machine's load average before and after: on a shared
 machine the other jobs' load moves every figure.
 
-Usage: python bench/bench_describe.py [--images DIR] [--catalog FILE] [--max-images N]
+Usage: python bench/bench_describe.py [--images DIR] [--catalog FILE] [--max-images N] [--out FILE]
 """
 
 from __future__ import annotations
@@ -70,6 +70,7 @@ def main() -> None:
     parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES)
     parser.add_argument("--catalog", type=Path, help="a dissected catalog to describe (copied) instead of dissecting")
     parser.add_argument("--max-images", type=int)
+    parser.add_argument("--out", type=Path, help="keep the described catalog here (to compare descriptions)")
     args = parser.parse_args()
     print(f"before: {load()} on {os.cpu_count()} cores")
     with tempfile.TemporaryDirectory(prefix="bench-describe-") as workdir:
@@ -86,6 +87,8 @@ def main() -> None:
         started = time.perf_counter()
         describe_run(path, None, None)
         total = time.perf_counter() - started
+        if args.out:
+            shutil.copy(path, args.out)
     print(f"after: {load()}")
     for _, _, label in STAGES:
         print(f"{label:32s} {seconds.get(label, 0.0):7.1f} s")

@@ -278,7 +278,8 @@ def model_threads(workers: int) -> int:
 
 
 @contextmanager
-def _torch_threads(threads: int) -> Iterator[None]:
+def torch_threads(threads: int) -> Iterator[None]:
+    """PyTorch's intra-op threads set to ``threads`` for the block, then as they were."""
     saved = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -319,7 +320,7 @@ def layer_forward(loaded: LoadedModel, layers: Sequence[str], backend: str = "au
         except Exception as error:  # the exporter's and runtime's errors have no common type  # noqa: BLE001
             print(f"note: {loaded.name} runs on torch, its ONNX export failed ({_first_line(error)})", file=sys.stderr)
         else:
-            with _torch_threads(threads):
+            with torch_threads(threads):
                 yield forward
             return
     torch_forward = TorchForward(loaded, layers, device, precision)

@@ -164,7 +164,9 @@ def detect(views: Mapping[str, Image.Image]) -> Detections:
     each on one core (``_session_options``): ONNX Runtime lets go of the GIL while it computes.
     """
     paths = list(views)
-    size = views[paths[0]].width if paths else 0
+    if not paths:  # no spatial unit: the detectors are not even loaded
+        return Detections(0, {}, torch.zeros(0, len(CONCEPTS), 0, 0, dtype=torch.bool), {"faces": 0.0, "text": 0.0})
+    size = views[paths[0]].width
     find_faces, find_text = face_detector(), text_detector()
 
     def faces(pixels: np.ndarray) -> list:

@@ -263,22 +263,30 @@ def head_texts(adjective: str, plural: str, muzzle: bool) -> list[str]:
     return [f"{adjective} muzzles", f"{adjective} noses"] if muzzle else [f"{adjective} faces", f"heads of {plural}"]
 
 
+def detect_parts(units: Sequence[UnitView], views: Mapping[str, Image.Image]) -> Detections:
+    """The detectors over the images ``part_candidates`` measures: those of the spatial units'
+    exemplars that reach their threshold (random units' regions are drawn from the same ones).
+    Needs no eye, so a describer can run it beside the eye."""
+    table = ExemplarTable.of([u for u in units if u.spatial]).reaching()
+    return detect({p: views[p] for p in sorted(set(table.paths))})
+
+
 def part_candidates(units: Sequence[UnitView], null: Sequence[UnitView], views: Mapping[str, Image.Image],
-                    seen: EyeFeatures) -> dict[int, list[Candidate]]:
+                    seen: EyeFeatures, detections: Detections | None = None) -> dict[int, list[Candidate]]:
     """Part, face and text candidates of every spatial unit, by unit id, against chance.
 
     ``null`` are random units of the same layers (``significance.null_units``), measured exactly
     like the units: ``p(d|E)`` is a unit's value beyond the mean of its layer's random units, and
     each candidate carries its permutation p-value. In a layer whose regions all lie on animals,
     every unit's masks touch animal heads, and that says nothing of any one of them.
+    ``detections``: ``detect_parts(units, views)`` if already run, else it runs here.
     """
     spatial = [u for u in units if u.spatial]
     every = [*spatial, *(u for u in null if u.spatial)]
     if not spatial:
         return {}
     table = ExemplarTable.of(every).reaching()
-    paths = sorted(set(table.paths))
-    detections = detect({p: views[p] for p in paths})
+    detections = detect_parts(units, views) if detections is None else detections
     masks, maps = animal_faces(detections, animal_maps(seen))
     found = overlaps(table, *joined(table.paths, (detections.index, masks), (maps.index, maps.masks)))
     detected = detected_values(every, table, found.columns(slice(0, len(CONCEPTS))))
