@@ -92,8 +92,8 @@ def eye_forward(eye: LoadedModel, size: int) -> Iterator[Callable[[torch.Tensor]
     else PyTorch (in bfloat16 where native).
 
     ONNX Runtime folds each BatchNorm into its convolution and fuses the activations: over 16
-    views of 224 pixels, Lite2 took 0.35-0.48 s against 0.43-0.47 s in PyTorch bfloat16 and
-    1.4-2.9 s in float32 (one busy machine, ``bench/bench_describe.py``), and it computes what
+    views of 224 pixels, Lite2 took 0.35-0.48 s on one thread against 0.43-0.47 s in PyTorch
+    bfloat16 on one thread and 1.4-2.9 s in float32 on two (one busy machine), and it computes what
     float32 PyTorch does (its first batch is checked against it, ``runtime.PARITY_TOLERANCE``).
     The graph is exported once per eye and size and cached; an eye that does not export runs on
     PyTorch with one line saying why.
