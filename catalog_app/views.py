@@ -188,7 +188,8 @@ def unit_card(
             if line:
                 st.caption(line)
         if row.reason != "all units (no query)":
-            st.caption(f"why: {markdown_text(row.reason)}")
+            badge = ":violet-badge[matched a note] " if row.get("note_hits", 0) else ""
+            st.caption(f"{badge}why: {markdown_text(row.reason)}")
         picture = card_picture(catalog_key(catalog), int(row.unit_id), float(row.threshold), style, exemplars)
         st.image(picture, width="stretch")
         widget_key = f"pick_{row.unit_id}"

@@ -226,6 +226,12 @@ def test_votes_and_labels_on_the_unit_page_go_to_the_notes_file_not_the_catalog(
     assert any("Labels: helmet" in c.value for c in app.main.caption)
     assert file_hash(own_catalog) == before  # the catalog is only read
 
+    found = run_app(monkeypatch, own_catalog, q="helmet")  # no description says it: the label does
+    assert not found.exception and matching(found).startswith("1 matching units")
+    why = "why: " + markdown_text("matched a note: label 'helmet'")
+    assert any(c.value.startswith(":violet-badge[matched a note]") and why in c.value for c in found.main.caption)
+    assert card_descriptions(found) == ["human faces"]
+
 
 def test_the_unit_page_links_its_neighbours_and_its_images(
     monkeypatch: pytest.MonkeyPatch, described_catalog: Path, small_catalog_run: str
