@@ -11,6 +11,7 @@ from streamlit.testing.v1 import AppTest
 from test_search import HOSTILE_QUERIES
 
 from catalog_app.common import CATALOG_DIRS_ENV
+from catalog_app.probe import DEVICE_ENV
 from catalog_app.text import markdown_text
 from milan_core.catalog import Catalog
 from milan_core.catalog.notes import Notes
@@ -260,6 +261,21 @@ def test_the_image_page_lists_the_units_that_hold_the_image(
     for hostile in ("abc", "-1", "9" * 40, "99999"):
         app = run_app(monkeypatch, described_catalog, "screens/image.py", image=hostile)
         assert not app.exception
+
+
+def test_the_live_probe_runs_on_the_apps_device_or_says_in_a_sentence_why_not(
+    monkeypatch: pytest.MonkeyPatch, described_catalog: Path, small_catalog_run: str
+) -> None:
+    with Catalog(described_catalog) as catalog:
+        image_id = int(catalog.exemplars(catalog.unit_id(small_catalog_run, "blocks.6:17"), decode=False).image_id[0])
+    for device, shown in (("cpu", "probed in"), ("cuda:99", "cannot run on the device the app was started with")):
+        monkeypatch.setenv(DEVICE_ENV, device)
+        app = run_app(monkeypatch, described_catalog, "screens/image.py", run=small_catalog_run, image=str(image_id))
+        app.toggle(key="probe_stored").set_value(True).run()
+        assert not app.exception
+        said = [c.value for c in app.main.caption] + [w.value for w in app.main.warning]
+        assert any(shown in text.replace("\\", "") for text in said), said
+        assert (device == "cpu") == any("on cpu" in text for text in said)
 
 
 def test_ticked_units_are_compared_side_by_side(monkeypatch: pytest.MonkeyPatch, described_catalog: Path) -> None:
