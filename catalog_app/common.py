@@ -174,6 +174,7 @@ def run_choice(runs: list[str], where: Any = st) -> str:
 
 
 UNIT_PAGE = "screens/unit.py"
+IMAGE_PAGE = "screens/image.py"
 
 
 def unit_link(run_id: str, key: str, label: str | None = None, bold: bool = False) -> None:
@@ -185,4 +186,15 @@ def unit_link(run_id: str, key: str, label: str | None = None, bold: bool = Fals
         label=f"**{text}**" if bold else text,
         query_params={"run": run_id, "unit": key},
         icon=":material/open_in_new:",
+    )
+
+
+def image_link(run_id: str, image_id: int, label: str, where: Any = st) -> None:
+    """A link to a probe image's page (``/image?run=...&image=ID``: every unit it excites). A click
+    on the picture above it follows it too (``navigation.js``)."""
+    where.page_link(
+        IMAGE_PAGE,
+        label=markdown_text(label),
+        query_params={"run": run_id, "image": str(int(image_id))},
+        icon=":material/image_search:",
     )

@@ -45,6 +45,25 @@
     return replace(state, title, url);
   };
 
+  // A click on an exemplar picture follows the image-page link under it: the picture's own block (a
+  // card, or a unit page's column) holds one link per picture of a card's strip (picked by where
+  // the click fell across the strip) or the one under a unit page's picture.
+  const IMAGE_LINKS = 'a[href*="image?"]';
+  const style = app.document.createElement("style");
+  style.textContent = `[data-testid="stVerticalBlock"]:has(${IMAGE_LINKS}) [data-testid="stImage"] img { cursor: pointer; }`;
+  app.document.head.appendChild(style);
+  app.document.addEventListener("click", (event) => {
+    const picture = event.target.closest && event.target.closest('[data-testid="stImage"] img');
+    if (!picture) return;
+    const block = picture.closest('[data-testid="stVerticalBlock"]');
+    const links = block ? [...block.querySelectorAll(IMAGE_LINKS)] : [];
+    if (!links.length) return;
+    const box = picture.getBoundingClientRect();
+    const index = Math.min(links.length - 1, Math.floor(((event.clientX - box.left) / box.width) * links.length));
+    event.preventDefault();
+    links[Math.max(0, index)].click();
+  });
+
   // Keyboard: "/" jumps to the search box; j / k open the next / previous unit on a unit page.
   app.document.addEventListener("keydown", (event) => {
     const target = event.target;

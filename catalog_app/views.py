@@ -17,7 +17,7 @@ import plotly.graph_objects as go
 import streamlit as st
 from PIL import Image
 
-from catalog_app.common import CatalogKey, catalog_key, unit_link
+from catalog_app.common import CatalogKey, catalog_key, image_link, unit_link
 from catalog_app.render import LEGEND, STYLES, draw_exemplars, highlighted_exemplars, strip
 from catalog_app.text import markdown_text
 from milan_core.catalog import Catalog
@@ -192,6 +192,9 @@ def unit_card(
             st.caption(f"{badge}why: {markdown_text(row.reason)}")
         picture = card_picture(catalog_key(catalog), int(row.unit_id), float(row.threshold), style, exemplars)
         st.image(picture, width="stretch")
+        if not exemplars.empty:  # one link per exemplar of the strip, under it; a click on it follows its link
+            for column, shown in zip(st.columns(len(exemplars)), exemplars.itertuples()):
+                image_link(row.run_id, shown.image_id, f"#{shown.rank + 1}", column)
         widget_key = f"pick_{row.unit_id}"
         st.checkbox(
             "select (compare, export)",

@@ -278,6 +278,22 @@ def test_the_live_probe_runs_on_the_apps_device_or_says_in_a_sentence_why_not(
         assert (device == "cpu") == any("on cpu" in text for text in said)
 
 
+def test_the_audit_shows_two_runs_side_by_side_with_their_exemplars(
+    monkeypatch: pytest.MonkeyPatch, two_run_catalog: Path
+) -> None:
+    app = run_app(monkeypatch, two_run_catalog, "screens/audit.py", q="face")
+    assert not app.exception
+    assert [h.value for h in app.subheader] == ["Runs side by side", "Matching units"]
+    with Catalog(two_run_catalog) as catalog:
+        runs = catalog.runs()
+    assert sorted(runs.model) == ["efficientnet-lite0", "efficientnet-lite1"]
+    heads = [m.value for m in app.main.markdown if m.value.startswith("**efficientnet")]
+    assert heads == [f"**{markdown_text(r.run_id)}** · {markdown_text(r.model)}" for r in runs.itertuples()]
+    assert len(app.main.get("image")) == 4  # each model's "human faces" and "spotted dog faces" strips
+    one = run_app(monkeypatch, two_run_catalog, "screens/audit.py", q="face", runs=[runs.run_id.iloc[0]])
+    assert not one.exception and "Runs side by side" not in [h.value for h in one.subheader]
+
+
 def test_ticked_units_are_compared_side_by_side(monkeypatch: pytest.MonkeyPatch, described_catalog: Path) -> None:
     app = run_app(monkeypatch, described_catalog, q="face")
     app.main.checkbox[0].check().run()
