@@ -1,8 +1,9 @@
 """The catalog browser timed in a real browser: `streamlit run` on a catalog, Debian's headless Chromium.
 
 Prints, for a catalog such as Lite0 dissected over the 1000 imagenet-samples:
-- first paint of a fresh server: from `streamlit run` starting (and from the first request) until
-  the search page shows its first card, goal <= 2 s after the request;
+- first paint of a fresh server: from the first request until the search page shows its frame and
+  first card (its text: torch is still importing in the background), goal <= 2 s, and until its
+  first picture;
 - Enter -> cards: median over new queries from pressing Enter until the new count and every card
   picture are drawn, goal <= 0.5 s;
 - card -> unit page: median from clicking a card's link until the unit page's exemplars are drawn,
@@ -97,11 +98,14 @@ def main() -> None:
             page.set_default_timeout(120_000)
             request = time.perf_counter()
             page.goto(f"{url}/?q=dog")
-            page.locator("[data-testid=stImage] img").first.wait_for()
+            page.locator("[data-testid=stPageLink-NavLink]").first.wait_for()
             first_paint = time.perf_counter() - request
+            page.locator("[data-testid=stImage] img").first.wait_for()
+            first_picture = time.perf_counter() - request
             print(
-                f"fresh server: healthy after {healthy:.2f} s; first card of /?q=dog {first_paint:.2f} s after the "
-                f"request ({time.perf_counter() - started:.2f} s after starting; goal <= 2 s)"
+                f"fresh server: healthy after {healthy:.2f} s; /?q=dog drew its frame and first card "
+                f"{first_paint:.2f} s after the request (goal <= 2 s), its first picture after {first_picture:.2f} s "
+                f"({time.perf_counter() - started:.2f} s after starting)"
             )
             page.get_by_text("Keyword matches only", exact=False).wait_for(state="detached")  # meaning joined
             page.wait_for_function("() => window.__milanNavigation === true")

@@ -52,6 +52,8 @@ MAX_LISTED_CATALOGS = 500
 
 #: Catalogs opened during the current script run, per session thread; ``close_catalogs`` ends them.
 _opened = threading.local()
+_warm_up_lock = threading.Lock()
+_warm_up_started = False
 
 
 class CatalogKey(NamedTuple):
@@ -155,6 +157,28 @@ def close_catalogs() -> None:
     for catalog in getattr(_opened, "catalogs", []):
         catalog.close()
     _opened.catalogs = []
+
+
+def _import_torch() -> None:
+    """torch and the masks' module, with one intra-op thread: the app runs torch on one photo (live
+    probe) or one query (MiniLM) at a time, where more threads only contend (Lite0 on one photo took
+    3.0 s with 2 threads and 0.10 s with 1 on this 2-core machine at load 23)."""
+    import torch
+
+    import milan_core.exemplars  # noqa: F401  (what drawing a region needs)
+
+    torch.set_num_threads(1)
+
+
+def warm_up() -> None:
+    """Start importing torch in the background, once per server process: it took 2-8 s here (more
+    under load), and the first page draws its frame, search box and cards' text without it; the
+    first picture waits for the import to finish instead of the whole page."""
+    global _warm_up_started
+    with _warm_up_lock:
+        if not _warm_up_started:
+            _warm_up_started = True
+            threading.Thread(target=_import_torch, name="milan-import-torch", daemon=True).start()
 
 
 def catalog_key(catalog: Catalog) -> CatalogKey:

@@ -9,11 +9,16 @@
   const replace = history.replaceState.bind(history);
   // Params whose change is a step a person may want to go Back from: a new search, another unit.
   const STEPS = ["q", "unit", "image"];
-  // Streamlit's page_link first pushes the target's query on the current page, then the page itself:
-  // two pushes for one click. Pushes this close together are one step.
-  const COALESCE_MS = 400;
-  let lastPush = -Infinity;
+  // Streamlit's page_link first pushes the target's query on the current page, then the target page
+  // with that same query: two pushes for one click. The second is recognised by what it is (another
+  // page, the query just pushed), not by timing: under load the two came 0.55 s apart, and a time
+  // window left the half-way entry in the history, where Back then landed (the search page holding
+  // the image's query).
+  let queryPushed = null; // the location the last push made by changing only the query, if it was
 
+  function sameQuery(url, search) {
+    return new URL(url, app.location.href).search === search;
+  }
   function params(url) {
     return new URL(url, app.location.href).searchParams;
   }
@@ -29,16 +34,17 @@
     }, 60);
   }
   history.pushState = function (state, title, url) {
-    const now = app.performance.now();
-    const coalesced = now - lastPush < COALESCE_MS;
-    lastPush = now;
     toTop();
-    return coalesced ? replace(state, title, url) : push(state, title, url);
+    const target = new URL(url, app.location.href);
+    const secondHalf = queryPushed === app.location.href && target.pathname !== app.location.pathname &&
+      sameQuery(url, app.location.search);
+    queryPushed = !secondHalf && target.pathname === app.location.pathname ? target.href : null;
+    return secondHalf ? replace(state, title, url) : push(state, title, url);
   };
   history.replaceState = function (state, title, url) {
     if (url !== undefined && url !== null && isStep(url)) {
-      lastPush = app.performance.now();
       toTop();
+      queryPushed = null;
       return push(state, title, url);
     }
     if (url && params(url).get("page") !== new URLSearchParams(app.location.search).get("page")) toTop();

@@ -36,6 +36,7 @@ no caller ever loads every unit; ``count_matches`` counts matches per run and la
 from __future__ import annotations
 
 import re
+import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -49,7 +50,7 @@ import pyarrow as pa
 
 from milan_core.catalog.connection import Catalog
 from milan_core.catalog.notes import Notes
-from milan_core.embedding import EMBEDDING_DIM
+from milan_core.config import EMBEDDING_DIM
 from milan_core.errors import UserError
 
 #: Semantic matches need at least this cosine similarity. MiniLM puts short phrases unrelated to
@@ -128,10 +129,10 @@ _meaning_loaded = threading.Event()
 
 
 def embedding_model_loaded() -> bool:
-    """Whether this process has MiniLM in memory already (a describe or a test may have loaded it)."""
-    from milan_core import embedding
-
-    return embedding._model.cache_info().currsize > 0
+    """Whether this process has MiniLM in memory already (a describe or a test may have loaded it);
+    never imports it (that imports torch, seconds on a busy machine)."""
+    embedding = sys.modules.get("milan_core.embedding")
+    return embedding is not None and embedding._model.cache_info().currsize > 0
 
 
 _meaning_lock = threading.Lock()

@@ -258,9 +258,6 @@ def test_no_page_loads_anything_from_outside_the_server(
     tab.context.close()
 
 
-# Known race, not yet found: in two full-suite runs this test once timed out waiting for the next
-# unit after "j", never when run alone; it gets one rerun (pytest-rerunfailures) until it is found.
-@pytest.mark.flaky(reruns=1)
 def test_a_card_click_opens_the_unit_and_back_returns_to_the_results(
     page: sync_api.Page, app_url: str, small_catalog_run: str
 ) -> None:
