@@ -131,8 +131,8 @@ _meaning_loaded = threading.Event()
 def embedding_model_loaded() -> bool:
     """Whether this process has MiniLM in memory already (a describe or a test may have loaded it);
     never imports it (that imports torch, seconds on a busy machine)."""
-    embedding = sys.modules.get("milan_core.embedding")
-    return embedding is not None and embedding._model.cache_info().currsize > 0
+    model = getattr(sys.modules.get("milan_core.embedding"), "_model", None)  # None while it is being imported
+    return model is not None and model.cache_info().currsize > 0
 
 
 _meaning_lock = threading.Lock()
