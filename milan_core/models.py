@@ -17,12 +17,13 @@ import inspect
 import pickle
 import sys
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 from torch import nn
@@ -58,6 +59,19 @@ class Preprocessing:
     def to_tensor(self, view: Image.Image) -> torch.Tensor:
         """Pixels of the view as a normalised CHW float tensor."""
         return TF.normalize(TF.to_tensor(view), self.mean, self.std)
+
+    def to_batch(self, views: Sequence[Image.Image]) -> torch.Tensor:
+        """Pixels of same-sized views as one normalised (N, 3, H, W) float tensor, channels-last.
+
+        What ``to_tensor`` gives each view, up to float rounding, but one stack and one normalise
+        a batch: per view, ``to_tensor`` and ``normalize`` took 40 s of a describe's 283 s over
+        992 views on a busy machine (cProfile). The stacked (N, H, W, 3) bytes, seen as NCHW, are
+        already the channels-last layout the models' convolutions run in.
+        """
+        pixels = torch.from_numpy(np.stack([np.asarray(as_rgb(view)) for view in views])).permute(0, 3, 1, 2)
+        mean = torch.tensor(self.mean).view(1, 3, 1, 1) * 255
+        std = torch.tensor(self.std).view(1, 3, 1, 1) * 255
+        return (pixels.float() - mean) / std
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
         return self.to_tensor(self.geometry(as_rgb(image)))

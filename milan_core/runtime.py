@@ -133,12 +133,12 @@ class LayerTaps(nn.Module):
         return (logits, *(recorder.outputs[name] for name in self.layers))
 
 
-def graph_key(loaded: LoadedModel, layers: Sequence[str]) -> str:
+def graph_key(loaded: LoadedModel, layers: Sequence[str], size: int | None = None) -> str:
     """A hash of everything an exported graph depends on: any change gives another file."""
     digest = hashlib.sha256()
     module = loaded.module
     header = (EXPORT_FORMAT, OPSET, torch.__version__, type(module).__module__, type(module).__qualname__,
-              repr(module), loaded.preprocessing.input_size, tuple(layers))
+              repr(module), size or loaded.preprocessing.input_size, tuple(layers))
     digest.update(repr(header).encode())
     for name, tensor in module.state_dict().items():
         digest.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
@@ -163,9 +163,13 @@ def _quiet_descriptors() -> Iterator[None]:
                 os.close(descriptor)
 
 
-def export_graph(loaded: LoadedModel, layers: Sequence[str], path: Path) -> None:
-    """Export the tapped model with a free batch size, atomically (a partial file is never seen)."""
-    size = loaded.preprocessing.input_size
+def export_graph(loaded: LoadedModel, layers: Sequence[str], path: Path, size: int | None = None) -> None:
+    """Export the tapped model with a free batch size, atomically (a partial file is never seen).
+
+    The graph's side is fixed (``size``, by default the model's input size): TensorFlow-style
+    "same" padding is traced as constants for that side.
+    """
+    size = size or loaded.preprocessing.input_size
     taps = LayerTaps(loaded.module, layers).eval()  # eval: BatchNorm must use its running statistics
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(f".{os.getpid()}.tmp")
@@ -245,20 +249,22 @@ class OnnxForward:
         return dict(zip(self.layers, self.raw(torch.zeros(1, 3, size, size))))
 
 
-def graph_path(loaded: LoadedModel, layers: Sequence[str]) -> Path:
-    return cache_dir() / "onnx" / f"{graph_key(loaded, layers)}.onnx"
+def graph_path(loaded: LoadedModel, layers: Sequence[str], size: int | None = None) -> Path:
+    return cache_dir() / "onnx" / f"{graph_key(loaded, layers, size)}.onnx"
 
 
-def onnx_forward(loaded: LoadedModel, layers: Sequence[str], threads: int | None = None) -> OnnxForward:
-    """The cached graph of this model and layer set, exported first if there is none (or a damaged one)."""
-    path = graph_path(loaded, layers)
+def onnx_forward(loaded: LoadedModel, layers: Sequence[str], threads: int | None = None,
+                 size: int | None = None) -> OnnxForward:
+    """The cached graph of this model and layer set at this input side (by default the model's),
+    exported first if there is none (or a damaged one)."""
+    path = graph_path(loaded, layers, size)
     if path.is_file():
         try:
             return OnnxForward(loaded, layers, path, threads)
         except Exception:  # a truncated or foreign file: export again  # noqa: BLE001
             path.unlink(missing_ok=True)
     print(f"exporting {loaded.name} ({', '.join(layers)}) to ONNX once, cached in {path.parent}", file=sys.stderr)
-    export_graph(loaded, layers, path)
+    export_graph(loaded, layers, path, size)
     return OnnxForward(loaded, layers, path, threads)
 
 
@@ -272,7 +278,8 @@ def model_threads(workers: int) -> int:
 
 
 @contextmanager
-def _torch_threads(threads: int) -> Iterator[None]:
+def torch_threads(threads: int) -> Iterator[None]:
+    """PyTorch's intra-op threads set to ``threads`` for the block, then as they were."""
     saved = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -289,9 +296,11 @@ def _first_line(error: BaseException) -> str:
 @contextmanager
 def layer_forward(loaded: LoadedModel, layers: Sequence[str], backend: str = "auto",
                   device: torch.device | None = None, workers: int = 0, precision: str = "fp32",
-                  ) -> Iterator[LayerForward]:
+                  size: int | None = None) -> Iterator[LayerForward]:
     """The forward pass the job runs: ONNX Runtime when asked (or, with ``auto``, on a CPU), else
     PyTorch; a model that cannot be exported falls back to PyTorch with one line on stderr.
+    ``size``: the side of the images it will be given, when not the model's input size (the
+    ONNX graph is exported for one side).
 
     With ONNX Runtime, it and the statistics share the cores the ``workers`` decoding processes
     leave; PyTorch keeps its own thread count (its model runs in it)."""
@@ -307,11 +316,11 @@ def layer_forward(loaded: LoadedModel, layers: Sequence[str], backend: str = "au
     if backend != "torch" and on_cpu and precision == "fp32":
         threads = model_threads(workers)
         try:
-            forward = onnx_forward(loaded, layers, threads)
+            forward = onnx_forward(loaded, layers, threads, size)
         except Exception as error:  # the exporter's and runtime's errors have no common type  # noqa: BLE001
             print(f"note: {loaded.name} runs on torch, its ONNX export failed ({_first_line(error)})", file=sys.stderr)
         else:
-            with _torch_threads(threads):
+            with torch_threads(threads):
                 yield forward
             return
     torch_forward = TorchForward(loaded, layers, device, precision)

@@ -36,7 +36,6 @@ from milan_core.catalog import Catalog  # noqa: E402
 from milan_core.config import DissectConfig  # noqa: E402
 from milan_core.describe.command import describe_run  # noqa: E402
 from milan_core.dissect import dissect  # noqa: E402
-from milan_core.errors import UserError  # noqa: E402
 from milan_core.images import find_images  # noqa: E402
 from milan_core.models import LoadedModel, load_model  # noqa: E402
 
@@ -94,13 +93,17 @@ def fit_head(model: LoadedModel, train: Path, n_classes: int, epochs: int = 300)
     """A linear head on the frozen pooled features (full-batch Adam with weight decay)."""
     probe = load_labelled_probe(train, _with_head(model, nn.Linear(1280, n_classes)))
     prefix, _ = split_before(model.module, ["classifier"])
-    with torch.inference_mode():
-        features = prefix(probe.pixels)
+    features, targets = [], []
+    with torch.inference_mode():  # the probe is read a batch at a time, as the ablations read it
+        for pixels, positions in probe.batches(64):
+            features.append(prefix(pixels))
+            targets.append(probe.targets[positions])
+    features, targets = torch.cat(features), torch.cat(targets)
     head = nn.Linear(features.shape[1], n_classes)
     optimiser = torch.optim.Adam(head.parameters(), lr=1e-2, weight_decay=1e-3)
     for _ in range(epochs):
         optimiser.zero_grad()
-        loss = nn.functional.cross_entropy(head(features.clone()), probe.targets)
+        loss = nn.functional.cross_entropy(head(features.clone()), targets)
         loss.backward()
         optimiser.step()
     return head.eval()
@@ -131,10 +134,7 @@ def text_units(catalog_path: Path, candidates: bool) -> tuple[list[tuple[str, in
     found = {}
     with Catalog(catalog_path) as catalog:
         for query in QUERIES:
-            try:
-                matches = matching_units(catalog, query, ["text-probe"], candidates=candidates)
-            except UserError:
-                continue
+            matches = matching_units(catalog, query, ["text-probe"], candidates=candidates, required=False)
             found.update({(r.layer, int(r.unit)): r.description for r in matches.itertuples()})
     return list(found), list(found.values())
 

@@ -55,6 +55,14 @@ class DescriptionQueries(CatalogBase):
             [run_id, describer, list(layers)],
         )
 
+    def candidate_scores(self, unit_ids: Sequence[int], describer: str) -> pd.DataFrame:
+        """unit_id, text, log_p_given_e, log_p, significance of every stored candidate of these units."""
+        return self.query(
+            "SELECT unit_id, text, log_p_given_e, log_p, significance FROM candidates "
+            "WHERE describer = ? AND list_contains(?, unit_id) ORDER BY unit_id, rank",
+            [describer, [int(u) for u in unit_ids]],
+        )
+
     def unit_candidates(self, unit_ids: Sequence[int], describer: str) -> pd.DataFrame:
         """unit_id, rank, text of every stored candidate of these units, best first."""
         return self.query(

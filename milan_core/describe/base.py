@@ -33,12 +33,13 @@ MAX_LAYER_SHARE = 0.15  # no description on more of a layer's units, unless they
 SIGNIFICANT = 0.05  # a candidate this unlikely by chance (or less) is evidence of its own
 
 #: The fixed set of evidence types (the app filters on it): what kind of evidence won.
-#: object: a thing or part (eye classes, WordNet synsets, segmentation "thing" classes);
-#: scene: stuff and places (sky, grass, road, wall); colour: colour terms inside the masks;
+#: object: a thing (eye classes, WordNet synsets, segmentation "thing" classes); part: a part of
+#: one, or text (faces, eyes, heads, muzzles: detectors and the eye's geometry); scene: stuff and
+#: places (sky, grass, road, wall); colour: colour terms inside the masks;
 #: texture: orientation and pattern (stripes, dots, grids, edges); position: where in the image the
 #: masks lie (top or bottom boundaries); shape: size and form of the masks (small spots, large
 #: areas); none: no clear evidence, an honest low-confidence label.
-EVIDENCE_TYPES = ("object", "scene", "colour", "texture", "position", "shape", "none")
+EVIDENCE_TYPES = ("object", "part", "scene", "colour", "texture", "position", "shape", "none")
 
 #: The label of a unit with no clear evidence.
 NO_EVIDENCE_TEXT = "unclear"
@@ -227,9 +228,14 @@ def select(
     proposals: Sequence[Sequence[Candidate]],
     log_prior: Mapping[str, float] | Sequence[Mapping[str, float]],
     lam: float = DEFAULT_LAMBDA,
+    kind_prior: Mapping[str, float] | None = None,
 ) -> list[UnitDescription]:
     """The one selection rule: rank each unit's candidates by PMI, best first.
 
+    ``kind_prior`` (a describer's ``kind_prior``, default none) adds ``log`` of how readily people
+    describe a region by each kind of evidence (``EVIDENCE_TYPES``) to the score: a describer whose
+    evidence is not a human's captions says how people choose among kinds, as MILAN's captioner
+    learns it from its annotations.
     A candidate whose evidence random regions of the layer reach too often (significance above
     ``SIGNIFICANT``) ranks after every candidate that is better than chance, whatever its PMI: a
     label no better than chance is no label (``unclear``, whose significance is not measured, wins
@@ -248,7 +254,10 @@ def select(
         for candidate in candidates:
             if candidate.text not in best or candidate.log_p_given_e > best[candidate.text].log_p_given_e:
                 best[candidate.text] = candidate
-        scored = [Scored(c, prior[c.text], pmi_score(c.log_p_given_e, prior[c.text], lam)) for c in best.values()]
+        kinds = kind_prior or {}
+        scored = [Scored(c, prior[c.text],
+                         pmi_score(c.log_p_given_e, prior[c.text], lam) + kinds.get(c.evidence_type, 0.0))
+                  for c in best.values()]
         described.append(UnitDescription(unit_id, tuple(sorted(scored, key=lambda s: (chance_level(s), -s.score)))))
     return described
 

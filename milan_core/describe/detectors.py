@@ -15,6 +15,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -57,11 +58,12 @@ def _load_error(package: str, error: Exception) -> UserError:
 
 
 def _session_options():  # -> onnxruntime.SessionOptions
-    """No busy-waiting threads: on a shared CPU spinning onnxruntime threads steal the cores."""
+    """One thread each, not busy-waiting: on a shared CPU spinning onnxruntime threads steal the cores."""
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3
+    options.intra_op_num_threads = 1  # ``detect`` runs the two detectors side by side, one a core
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return options
 
@@ -157,22 +159,40 @@ def detect(views: Mapping[str, Image.Image]) -> Detections:
     anything was found.
 
     One view a call: retinaface accepts batches, but here a batch of 8 took 9.0 ms an image and
-    one view 3.4 ms (``bench/bench_parts.py``), and rapidocr's detector takes one image a call.
+    one view 3.4 ms (``bench/bench_parts.py``), and rapidocr's detector takes one image a call
+    (batches of 8 or 32 cost it more CPU an image, too). The two detectors run at the same time,
+    each on one core (``_session_options``): ONNX Runtime lets go of the GIL while it computes.
     """
     paths = list(views)
-    size = views[paths[0]].width if paths else 0
-    shapes: dict[str, list] = {p: [] for p in paths}
-    seconds = {"faces": 0.0, "text": 0.0}
+    if not paths:  # no spatial unit: the detectors are not even loaded
+        return Detections(0, {}, torch.zeros(0, len(CONCEPTS), 0, 0, dtype=torch.bool), {"faces": 0.0, "text": 0.0})
+    size = views[paths[0]].width
     find_faces, find_text = face_detector(), text_detector()
-    for path in tqdm(paths, desc="faces and text", unit="image", leave=False, file=sys.stderr):
-        pixels = np.asarray(views[path].convert("RGB"))
-        started = time.perf_counter()
-        shapes[path] += [s for face in find_faces(pixels[None])[0] for s in face_shapes(face)]
-        seconds["faces"] += time.perf_counter() - started
-        started = time.perf_counter()
-        shapes[path] += [("text", "polygon", box) for box in find_text(pixels)]
-        seconds["text"] += time.perf_counter() - started
-    found = [p for p in paths if shapes[p]]
-    masks = torch.stack([render(shapes[p], size) for p in found]) if found else \
+
+    def faces(pixels: np.ndarray) -> list:
+        return [s for face in find_faces(pixels[None])[0] for s in face_shapes(face)]
+
+    def text(pixels: np.ndarray) -> list:
+        return [("text", "polygon", box) for box in find_text(pixels)]
+
+    with tqdm(total=2 * len(paths), desc="faces and text", unit="image", leave=False, file=sys.stderr) as bar, \
+            ThreadPoolExecutor(max_workers=2) as pool:
+        passes = {name: pool.submit(_timed_pass, shapes_of, views, bar) for name, shapes_of in
+                  (("faces", faces), ("text", text))}
+        found = {name: future.result() for name, future in passes.items()}
+    shapes = {p: found["faces"][0][p] + found["text"][0][p] for p in paths}
+    kept = [p for p in paths if shapes[p]]
+    masks = torch.stack([render(shapes[p], size) for p in kept]) if kept else \
         torch.zeros(0, len(CONCEPTS), size, size, dtype=torch.bool)
-    return Detections(size, {p: i for i, p in enumerate(found)}, masks, seconds)
+    return Detections(size, {p: i for i, p in enumerate(kept)}, masks, {name: f[1] for name, f in found.items()})
+
+
+def _timed_pass(shapes_of: Callable[[np.ndarray], list], views: Mapping[str, Image.Image],
+                bar: tqdm) -> tuple[dict[str, list], float]:
+    """One detector over every view: each view's shapes, and the seconds it took."""
+    started = time.perf_counter()
+    shapes = {}
+    for path, view in views.items():
+        shapes[path] = shapes_of(np.asarray(view.convert("RGB")))
+        bar.update()
+    return shapes, time.perf_counter() - started

@@ -5,14 +5,14 @@ It runs once per distinct exemplar image and keeps its spatial features (timm Ef
 average pooling, classifying the features averaged under a region is what the eye would say of that
 region (a class-activation map pooled under the mask), so the cost grows with images, not with
 units x k. The eye sees the *dissected* model's view of each image (its resize and centre crop),
-so its grid lines up with the exemplar masks, at the view's own size (``eye_size``). Where the CPU
-computes bfloat16 natively the eye runs in it (``eye_precision``).
+so its grid lines up with the exemplar masks, at the view's own size (``eye_size``). It runs on
+ONNX Runtime (``eye_forward``), else on PyTorch in bfloat16 where the CPU computes it natively.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -24,10 +24,12 @@ from milan_core.describe.base import UnitView
 from milan_core.describe.regions import ExemplarTable, exemplar_weights
 from milan_core.errors import UserError
 from milan_core.models import LoadedModel, load_model
+from milan_core.runtime import layer_forward
 
 DEFAULT_EYE = "efficientnet-lite2"
 FALLBACK_EYE = "efficientnet-lite1"
 MIN_EYE_SIZE = 224  # ImageNet's usual resolution: an ImageNet classifier sees little in less
+EYE_FEATURES = "bn2"  # timm EfficientNet's last module of forward_features (after conv_head)
 
 
 def choose_eye(dissected_model: str) -> str:
@@ -42,8 +44,9 @@ def load_eye(name: str) -> LoadedModel:
     except UserError as error:
         raise UserError(f"cannot load the eye model {name!r}: {error}") from error
     classifier = getattr(eye.module, "classifier", None)
-    if not hasattr(eye.module, "forward_features") or not isinstance(classifier, nn.Linear):
-        raise UserError(f"the eye {name!r} needs forward_features and a linear classifier (a timm EfficientNet)")
+    if not isinstance(getattr(eye.module, EYE_FEATURES, None), nn.Module) or not isinstance(classifier, nn.Linear):
+        raise UserError(f"the eye {name!r} needs feature maps at {EYE_FEATURES!r} and a linear classifier "
+                        "(a timm EfficientNet)")
     return eye
 
 
@@ -69,11 +72,12 @@ def eye_size(view_size: int, eye_input_size: int) -> int:
 
 
 def eye_precision() -> AbstractContextManager:
-    """bfloat16 autocast where oneDNN runs it natively (AVX512-BF16 or AMX), else float32.
+    """bfloat16 autocast where oneDNN runs it natively (AVX512-BF16 or AMX), else float32: for the
+    eye on PyTorch, when its ONNX export fails.
 
-    The eye only has to name the objects a region shows, not reproduce exact logits, and it is the
-    largest cost of describing: in bfloat16 Lite2 took 10.5 ms an image here instead of 23.6 ms.
-    On a CPU without native bfloat16 it would be emulated and slower, so it stays float32 there.
+    The eye only has to name the objects a region shows, not reproduce exact logits: in bfloat16
+    Lite2 took 10.5 ms an image here instead of 23.6 ms. On a CPU without native bfloat16 it
+    would be emulated and slower, so it stays float32 there.
     """
     try:  # a private probe of oneDNN's: a torch without it is treated as a CPU without bfloat16
         native = torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
@@ -82,19 +86,34 @@ def eye_precision() -> AbstractContextManager:
     return torch.autocast("cpu", dtype=torch.bfloat16) if native else nullcontext()
 
 
+@contextmanager
+def eye_forward(eye: LoadedModel, size: int) -> Iterator[Callable[[torch.Tensor], torch.Tensor]]:
+    """(N, 3, size, size) pixels -> the eye's (N, C, g, g) feature maps: ONNX Runtime in float32,
+    else PyTorch (in bfloat16 where native).
+
+    ONNX Runtime folds each BatchNorm into its convolution and fuses the activations: over 16
+    views of 224 pixels, Lite2 took 0.35-0.48 s on one thread against 0.43-0.47 s in PyTorch
+    bfloat16 on one thread and 1.4-2.9 s in float32 on two (one busy machine), and it computes what
+    float32 PyTorch does (its first batch is checked against it, ``runtime.PARITY_TOLERANCE``).
+    The graph is exported once per eye and size and cached; an eye that does not export runs on
+    PyTorch with one line saying why.
+    """
+    with layer_forward(eye, [EYE_FEATURES], size=size) as forward:
+        precision = eye_precision() if forward.backend == "torch" else nullcontext()
+        with precision:
+            yield lambda pixels: forward(pixels)[EYE_FEATURES].float()
+
+
 @torch.inference_mode()
 def see(eye: LoadedModel, views: Sequence[Image.Image], paths: Sequence[str], batch_size: int = 16) -> EyeFeatures:
     """Run the eye once over each image's view (the dissected model's), keeping its feature maps."""
     size = eye_size(views[0].width, eye.preprocessing.input_size) if views else eye.preprocessing.input_size
-    # load_model gives channels-last weights; channels-last inputs keep the convolutions that way.
-    module = eye.module
     chunks = []
-    with eye_precision():
+    with eye_forward(eye, size) as features_of:
         for start in tqdm(range(0, len(views), batch_size), desc="eye", unit="batch", leave=False):
             batch = [v if v.size == (size, size) else v.resize((size, size), Image.BICUBIC)
                      for v in views[start : start + batch_size]]
-            pixels = torch.stack([eye.preprocessing.to_tensor(v) for v in batch])
-            chunks.append(module.forward_features(pixels.to(memory_format=torch.channels_last)).float())
+            chunks.append(features_of(eye.preprocessing.to_batch(batch)))
     features = torch.cat(chunks)  # (N, C, g, g)
     cells = features.permute(0, 2, 3, 1).reshape(-1, features.shape[1]).contiguous()
     return EyeFeatures({p: i for i, p in enumerate(paths)}, cells, features.shape[-1], eye.module.classifier)

@@ -79,22 +79,56 @@ class Overlaps:
 
         return total(self.mask_area), total(self.concept_area), total(self.inter)
 
+    def columns(self, concepts: slice) -> Overlaps:
+        """The same exemplars against some of the concepts."""
+        return Overlaps(self.mask_area, self.concept_area[:, concepts], self.inter[:, concepts])
+
+
+def joined(paths: Sequence[str], *sets: tuple[Mapping[str, int], torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Concept masks of several sources (each: ``index[path]`` -> a row of (n, K_i, S, S)) joined
+    along the concepts over the union of their images, so that ``overlaps`` makes each exemplar's
+    mask once for all of them. Returns the joined masks and each of ``paths``' row (-1: none)."""
+    images = list(dict.fromkeys(p for index, _ in sets for p in index))
+    row = {p: r for r, p in enumerate(images)}
+    widths = [masks.shape[1] for _, masks in sets]
+    size = sets[0][1].shape[-1]
+    masks = torch.zeros(len(images), sum(widths), size, size, dtype=torch.bool)
+    start = 0
+    for (index, source), width in zip(sets, widths):
+        if index:
+            masks[[row[p] for p in index], start:start + width] = source[list(index.values())]
+        start += width
+    return masks, torch.tensor([row.get(p, -1) for p in paths], dtype=torch.long)
+
+
+def pixel_count(masks: torch.Tensor, dims: int) -> torch.Tensor:
+    """True pixels over the last ``dims`` dimensions of bool masks, as floats: summed as bytes into
+    int32, which is 6x faster than torch's sum of bools (it widens them to int64 first)."""
+    return masks.flatten(-dims).view(torch.uint8).sum(-1, dtype=torch.int32).float()
+
 
 def overlaps(table: ExemplarTable, image_masks: torch.Tensor, image_row: torch.Tensor) -> Overlaps:
     """Each exemplar's mask against its image's concept masks (``image_masks[image_row[i]]``, (K, S, S)
-    bool at ``MASK_SIZE``; ``image_row`` -1: no concept on that image)."""
+    bool at ``MASK_SIZE``; ``image_row`` -1: no concept on that image).
+
+    The exemplar masks are made once for all K concepts. A concept's area is counted once per
+    image, and its intersections only for the exemplars whose image shows it: most exemplar images
+    show no face and no text, and no animal head in the layers of textures.
+    """
     n_concepts = image_masks.shape[1]
+    image_area = pixel_count(image_masks, 2)  # (n, K)
+    shows = image_area > 0
     mask_area = torch.zeros(len(table))
     concept_area = torch.zeros(len(table), n_concepts)
     inter = torch.zeros(len(table), n_concepts)
     for part, masks in table.masks(MASK_SIZE):
-        mask_area[part] = masks.flatten(1).sum(1).float()
+        mask_area[part] = pixel_count(masks, 2)
         rows = image_row[part]
         hit = (rows >= 0).nonzero()[:, 0]
-        if len(hit):
-            concepts = image_masks[rows[hit]]  # (h, K, S, S)
-            concept_area[part.start + hit] = concepts.flatten(2).sum(2).float()
-            inter[part.start + hit] = (concepts & masks[hit, None]).flatten(2).sum(2).float()
+        concept_area[part.start + hit] = image_area[rows[hit]]
+        for k in range(n_concepts):  # per concept: only the exemplars whose image shows it
+            on = hit[shows[rows[hit], k]]
+            inter[part.start + on, k] = pixel_count(image_masks[rows[on], k] & masks[on], 2)
     return Overlaps(mask_area, concept_area, inter)
 
 
@@ -114,12 +148,9 @@ class PartValues:
     stats: dict[str, torch.Tensor]
 
 
-def detected_values(units: Sequence[UnitView], table: ExemplarTable, index: Mapping[str, int],
-                    masks: torch.Tensor) -> PartValues:
-    """Each unit's detected concepts (``masks[index[path]]`` at ``MASK_SIZE``) with accumulated
-    IoU ≥ ``MIN_IOU``, valued ``min(1, IoU / IOU_CERTAIN)``."""
-    image_row = torch.tensor([index.get(p, -1) for p in table.paths], dtype=torch.long)
-    found = overlaps(table, masks, image_row)
+def detected_values(units: Sequence[UnitView], table: ExemplarTable, found: Overlaps) -> PartValues:
+    """Each unit's detected concepts (``found``: its exemplars against ``CONCEPTS``) with
+    accumulated IoU ≥ ``MIN_IOU``, valued ``min(1, IoU / IOU_CERTAIN)``."""
     unit_area, concept_area, inter = found.per_unit(table.unit_index, len(units))
     iou = iou_of(inter, unit_area[:, None], concept_area)
     value = torch.where(iou >= MIN_IOU, (iou / IOU_CERTAIN).clamp(max=1.0), 0.0)
@@ -187,16 +218,15 @@ def animal_faces(detections: Detections, maps: AnimalMaps) -> tuple[torch.Tensor
     return masks, AnimalMaps(maps.index, heads, maps.groups)
 
 
-def head_values(units: Sequence[UnitView], table: ExemplarTable, maps: AnimalMaps) -> PartValues:
+def head_values(units: Sequence[UnitView], table: ExemplarTable, maps: AnimalMaps, found: Overlaps) -> PartValues:
     """Animal heads, faces and muzzles by CAM geometry (weak evidence), named by the eye's animals.
 
     The value is the share of the unit's highlighted pixels, over all its exemplars, that lie on
     the heads of those animals (none lie on heads in images without animals), from
     ``MIN_HEAD_SHARE`` up. The masks' size against the heads they lie on says head or face (about
-    as large) or muzzle and nose (much smaller).
+    as large) or muzzle and nose (much smaller). ``found``: the exemplars against ``maps.masks``.
     """
     image_row = torch.tensor([maps.index.get(p, -1) for p in table.paths], dtype=torch.long)
-    found = overlaps(table, maps.masks, image_row)
     totals = found.per_unit(table.unit_index, len(units))
     unit_area, head_area, on_heads = (t.reshape(len(units), -1)[:, 0] for t in totals)
     on_animals = torch.zeros(len(units)).index_add_(0, table.unit_index, found.mask_area * (image_row >= 0))
@@ -233,25 +263,34 @@ def head_texts(adjective: str, plural: str, muzzle: bool) -> list[str]:
     return [f"{adjective} muzzles", f"{adjective} noses"] if muzzle else [f"{adjective} faces", f"heads of {plural}"]
 
 
+def detect_parts(units: Sequence[UnitView], views: Mapping[str, Image.Image]) -> Detections:
+    """The detectors over the images ``part_candidates`` measures: those of the spatial units'
+    exemplars that reach their threshold (random units' regions are drawn from the same ones).
+    Needs no eye, so a describer can run it beside the eye."""
+    table = ExemplarTable.of([u for u in units if u.spatial]).reaching()
+    return detect({p: views[p] for p in sorted(set(table.paths))})
+
+
 def part_candidates(units: Sequence[UnitView], null: Sequence[UnitView], views: Mapping[str, Image.Image],
-                    seen: EyeFeatures) -> dict[int, list[Candidate]]:
+                    seen: EyeFeatures, detections: Detections | None = None) -> dict[int, list[Candidate]]:
     """Part, face and text candidates of every spatial unit, by unit id, against chance.
 
     ``null`` are random units of the same layers (``significance.null_units``), measured exactly
     like the units: ``p(d|E)`` is a unit's value beyond the mean of its layer's random units, and
     each candidate carries its permutation p-value. In a layer whose regions all lie on animals,
     every unit's masks touch animal heads, and that says nothing of any one of them.
+    ``detections``: ``detect_parts(units, views)`` if already run, else it runs here.
     """
     spatial = [u for u in units if u.spatial]
     every = [*spatial, *(u for u in null if u.spatial)]
     if not spatial:
         return {}
     table = ExemplarTable.of(every).reaching()
-    paths = sorted(set(table.paths))
-    detections = detect({p: views[p] for p in paths})
+    detections = detect_parts(units, views) if detections is None else detections
     masks, maps = animal_faces(detections, animal_maps(seen))
-    detected = detected_values(every, table, detections.index, masks)
-    heads = head_values(every, table, maps)
+    found = overlaps(table, *joined(table.paths, (detections.index, masks), (maps.index, maps.masks)))
+    detected = detected_values(every, table, found.columns(slice(0, len(CONCEPTS))))
+    heads = head_values(every, table, maps, found.columns(slice(len(CONCEPTS), None)))
     values = detected.values + heads.values  # their texts are disjoint columns
     real = len(spatial)
     layers = [u.layer for u in every]
@@ -264,7 +303,7 @@ def part_candidates(units: Sequence[UnitView], null: Sequence[UnitView], views: 
             head_evidence(heads.stats, u)
         evidence |= {"value": round(float(values[u, d]), 4), "chance": round(float(chance.mean[u, d]), 4)}
         found.setdefault(spatial[u].unit_id, []).append(Candidate(
-            texts[d], math.log(float(chance.excess[u, d])), "object", evidence, float(chance.significance[u, d])))
+            texts[d], math.log(float(chance.excess[u, d])), "part", evidence, float(chance.significance[u, d])))
     return found
 
 

@@ -1,11 +1,11 @@
-"""What chance gives: random units made of a layer's exemplar regions, and each unit measured against them.
+"""What chance gives: random units (a layer's exemplar masks on other images), each unit measured against them.
 
-A description's evidence means something only against what the layer's regions show anyway:
-in a deep layer whose maps are coarse every unit covers "large areas", and in a layer that sees
-dogs everywhere "dog" is weak evidence of any one unit. ``null_units`` draws, per layer, units
-whose k exemplars are random regions of that layer (each exemplar with its own unit's threshold,
-so its mask and weight are the ones it had); a describer measures them exactly as it measures
-the real units. ``against_chance`` then gives every (unit, description) two numbers:
+A description's evidence means something only against what the layer's masks would show
+anyway: in a deep layer whose maps are coarse every unit covers "large areas", and on photos of
+dogs any region may well be a dog. ``null_units`` draws, per layer, units whose k exemplars are
+masks of that layer laid on other exemplar images of the layer (each mask with its own unit's
+threshold, so its shape and weight are the ones it had); a describer measures them exactly as it
+measures the real units. ``against_chance`` then gives every (unit, description) two numbers:
 
 - the *excess*: how much more the unit's regions show ``d`` than a random unit's regions of the
   same layer do on average (``p(d|E) - mean``), which puts every kind of evidence — objects,
@@ -29,10 +29,18 @@ MIN_EXCESS = 1e-4  # the excess of a description no better than chance (its log 
 
 
 def null_units(units: Sequence[UnitView], per_layer: int = NULL_UNITS, seed: int = 0) -> tuple[UnitView, ...]:
-    """``per_layer`` random units for every layer, each with k exemplars drawn (without
-    replacement) from all the layer's exemplars. Maps and activations are shifted by their own
-    unit's threshold and the random unit's threshold is 0, so each region keeps its mask
-    (upsampling is linear) and its weight. Their ids are negative: they never reach the catalog."""
+    """``per_layer`` random units for every layer: k of the layer's exemplar masks (drawn without
+    replacement), each laid on another exemplar image of the layer drawn at random.
+
+    Pairing masks with other images is the permutation that breaks the one link a unit claims —
+    between where it fires and what is there — and keeps everything else as the layer has it: the
+    masks' sizes and positions (so "large areas" or "the top of the image" are only as likely as
+    the layer makes them) and the kind of photo the layer's units pick. Keeping each region on its
+    own image instead would measure the layer's *other units* as chance: in a deep layer where
+    most units fire on animal heads, a head unit would look like chance. Maps and activations are
+    shifted by their own unit's threshold and the random unit's threshold is 0, so each mask keeps
+    its shape (upsampling is linear) and its weight. Ids are negative: they never reach the catalog.
+    """
     rng = np.random.default_rng(seed)
     pools: dict[str, list[Exemplar]] = {}
     sizes: dict[str, int] = {}
@@ -46,7 +54,10 @@ def null_units(units: Sequence[UnitView], per_layer: int = NULL_UNITS, seed: int
     for layer, pool in pools.items():
         for _ in range(per_layer):
             drawn = rng.choice(len(pool), size=min(sizes[layer], len(pool)), replace=False)
-            exemplars = tuple(sorted((pool[i] for i in drawn), key=lambda e: -e.activation))
+            images = rng.integers(len(pool), size=len(drawn))
+            exemplars = tuple(sorted((Exemplar(pool[m].rank, pool[i].image_id, pool[i].path, pool[m].activation,
+                                               pool[m].map) for m, i in zip(drawn, images)),
+                                     key=lambda e: -e.activation))
             made.append(UnitView(-1 - len(made), layer, -1 - len(made), 0.0, exemplars))
     return tuple(made)
 

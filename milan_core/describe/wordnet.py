@@ -31,8 +31,12 @@ MIN_DEPTH = 6
 #: With it, a hypernym wins the PMI rule when the eye's evidence is spread over its kinds, not when
 #: one kind is clear; with equal weights (1.0), "dog" would beat every breed the eye half-recognises.
 GENERALITY_DECAY = 0.7
+#: How a person names what a hidden unit's regions show (``Hierarchy.basic_lift``): also by the
+#: first name on the way up from the class that people use (SemCor tags its lemmas at least this
+#: often: "dog" 42 times, "schipperke", "working dog" and "canine" never), with the class's weight.
+FAMILIAR_COUNT = 5
 #: Bump when the hierarchy's construction changes, so stale cache files are not read.
-HIERARCHY_FORMAT = 1
+HIERARCHY_FORMAT = 3
 
 
 @lru_cache(maxsize=1)
@@ -72,16 +76,24 @@ def names_with_hypernyms(synset) -> set[str]:
 
 @dataclass(frozen=True)
 class Hierarchy:
-    """``lift`` (1000, S): p(a speaker names a photo of class c by synset s), over c and its hypernyms."""
+    """How a speaker names a photo of class c by synset s, over c and its hypernyms (both (1000, S)).
+
+    ``lift`` names a *class* (a logit unit's): the class itself weighs 1, each hypernym less.
+    ``basic_lift`` names what a *hidden unit's regions* show, the way people describe them, also
+    at the basic level (Rosch): "dog" weighs 1 for every breed, as the breed does
+    (``FAMILIAR_COUNT``), so a unit whose regions show many breeds is the dogs' unit and PMI still
+    names a unit of one breed by its breed.
+    """
 
     synsets: tuple[str, ...]  # synset names, e.g. dog.n.01
     texts: tuple[str, ...]  # the words a description uses for each
     depths: np.ndarray  # (S,) min depth in WordNet
     lift: torch.Tensor  # (1000, S) float32
+    basic_lift: torch.Tensor  # (1000, S) float32
 
-    def lift_probabilities(self, class_probs: torch.Tensor) -> torch.Tensor:
+    def lift_probabilities(self, class_probs: torch.Tensor, basic: bool = False) -> torch.Tensor:
         """(U, 1000) class probabilities -> (U, S) probabilities that a description names each synset."""
-        return (class_probs @ self.lift).clamp_(max=1.0)
+        return (class_probs @ (self.basic_lift if basic else self.lift)).clamp_(max=1.0)
 
 
 def _parents(synset) -> list:
@@ -117,11 +129,13 @@ def cached_hierarchy(folder: Path, min_depth: int = MIN_DEPTH) -> Hierarchy:
     path = folder / f"imagenet-hierarchy-{HIERARCHY_FORMAT}-wn{wn.__version__}-d{min_depth}-g{GENERALITY_DECAY}.pt"
     stored = read_cached(path)
     if stored is not None:
-        return Hierarchy(tuple(stored["synsets"]), tuple(stored["texts"]), stored["depths"].numpy(), stored["lift"])
+        return Hierarchy(tuple(stored["synsets"]), tuple(stored["texts"]), stored["depths"].numpy(), stored["lift"],
+                         stored["basic_lift"])
     print(f"building the ImageNet-WordNet hierarchy once (kept in {folder})", file=sys.stderr)
     hierarchy = build_hierarchy(min_depth)
     write_cached(path, {"synsets": list(hierarchy.synsets), "texts": list(hierarchy.texts),
-                        "depths": torch.from_numpy(hierarchy.depths), "lift": hierarchy.lift})
+                        "depths": torch.from_numpy(hierarchy.depths), "lift": hierarchy.lift,
+                        "basic_lift": hierarchy.basic_lift})
     return hierarchy
 
 
@@ -133,13 +147,16 @@ def build_hierarchy(min_depth: int = MIN_DEPTH) -> Hierarchy:
     rows: list[int] = []
     cols: list[int] = []
     steps: list[int] = []
+    familiar: list[tuple[int, str]] = []
     memo: dict[str, tuple[int, frozenset]] = {}
+    longest: dict[str, dict[str, int]] = {}
     class_names = []
     for index in range(N_CLASSES):
         synset = synset_of_wnid(imagenet_wnid(index))
         class_names.append(synset.name())
         _, ancestors = _ancestry(synset, memo)
         distances = _hypernym_distances(synset)
+        familiar.append((index, _first_familiar(synset, memo, longest, min_depth)))
         for name in [synset.name(), *sorted(ancestors)]:
             depth = memo[name][0]
             if name != synset.name() and depth < min_depth:
@@ -153,10 +170,40 @@ def build_hierarchy(min_depth: int = MIN_DEPTH) -> Hierarchy:
             steps.append(distances[name])
     lift = torch.zeros(N_CLASSES, len(columns))
     lift[rows, cols] = GENERALITY_DECAY ** torch.tensor(steps, dtype=torch.float32)
+    basic_lift = lift.clone()
+    basic_lift[[c for c, _ in familiar], [columns[name] for _, name in familiar]] = 1.0
     keep = _most_specific_columns(lift > 0, np.asarray(depths), {columns[name] for name in class_names})
-    lift = lift[:, keep]
     return Hierarchy(tuple(str(n) for n in np.asarray(list(columns))[keep]),
-                     tuple(str(t) for t in np.asarray(texts)[keep]), np.asarray(depths)[keep], lift.contiguous())
+                     tuple(str(t) for t in np.asarray(texts)[keep]), np.asarray(depths)[keep],
+                     lift[:, keep].contiguous(), basic_lift[:, keep].contiguous())
+
+
+def _first_familiar(synset, memo: dict[str, tuple[int, frozenset]], longest: dict[str, dict[str, int]],
+                    min_depth: int) -> str:
+    """The class's first name on the way up (fewest steps on the longest path) that people use
+    (``FAMILIAR_COUNT``), or the class itself when none is."""
+    steps = _longest_steps(synset, longest)
+    for name in sorted(steps, key=lambda n: (steps[n], n)):
+        if (name == synset.name() or memo[name][0] >= min_depth) and \
+                sum(lemma.count() for lemma in wordnet().synset(name).lemmas()) >= FAMILIAR_COUNT:
+            return name
+    return synset.name()
+
+
+def _longest_steps(synset, memo: dict[str, dict[str, int]]) -> dict[str, int]:
+    """Most hypernym steps from a synset to each of its ancestors (0 to itself), memoised.
+
+    The longest path, not the shortest: WordNet's shortcuts ("domestic animal" over "dog" and
+    "cat") would otherwise put "animal" three steps above a tabby, as near as "cat".
+    """
+    key = synset.name()
+    if key not in memo:
+        steps = {key: 0}
+        for parent in _parents(synset):
+            for name, count in _longest_steps(parent, memo).items():
+                steps[name] = max(steps.get(name, 0), count + 1)
+        memo[key] = steps
+    return memo[key]
 
 
 def _hypernym_distances(synset) -> dict[str, int]:

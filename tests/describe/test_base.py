@@ -49,6 +49,18 @@ def test_scores_prior_and_confidence_are_kept() -> None:
     assert described.confidence == pytest.approx(0.4)
 
 
+def test_the_describers_kind_prior_says_how_readily_people_name_each_kind() -> None:
+    """Without it PMI alone picks the colour pair; a kind prior that people name parts more readily
+    than a region's colours turns the choice, and the scores say by how much."""
+    proposals = [[Candidate("black and grey", math.log(0.5), "colour"), Candidate("dog faces", math.log(0.4), "part")]]
+    prior = {"black and grey": math.log(0.1), "dog faces": math.log(0.1)}
+    assert select([1], proposals, prior)[0].chosen.candidate.text == "black and grey"
+    (described,) = select([1], proposals, prior, kind_prior={"part": 0.5, "colour": -0.25})
+    assert described.chosen.candidate.text == "dog faces"
+    assert described.chosen.score == pytest.approx(pmi_score(math.log(0.4), math.log(0.1)) + 0.5)
+    assert described.confidence == pytest.approx(0.4)  # the evidence's, not the prior's
+
+
 def test_bad_proposals_are_refused() -> None:
     with pytest.raises(ValueError, match="evidence type"):
         Candidate("x", 0.0, "vibes")

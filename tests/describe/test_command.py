@@ -15,6 +15,7 @@ from milan_core.catalog import Catalog
 from milan_core.cli import main
 from milan_core.describe.base import EVIDENCE_TYPES, NO_EVIDENCE_TEXT
 from milan_core.describe.command import describe_run
+from milan_core.describe.evidence import KIND_PRIOR
 
 
 def _counts(path: Path) -> dict[str, int]:
@@ -30,7 +31,8 @@ def test_describe_fills_every_unit(described_catalog: Path) -> None:
     assert len(frame) == len(units) and set(frame.describer) == {"evidence"}
     assert set(frame.evidence_type) <= set(EVIDENCE_TYPES)
     assert frame.confidence.between(0, 1).all()
-    assert np.allclose(frame.score, frame.log_p_given_e - 0.2 * frame.log_p)
+    kind = frame.evidence_type.map(KIND_PRIOR).fillna(0.0)  # how readily people name each kind
+    assert np.allclose(frame.score, frame.log_p_given_e - 0.2 * frame.log_p + kind)
     vectors = np.stack(frame.embedding.to_numpy())
     assert vectors.shape == (len(units), 384) and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-3)
     # the winner is rank 0 of the stored candidates, and the top candidates have vectors

@@ -101,7 +101,7 @@ def test_a_unit_whose_masks_cover_faces_gets_face_candidates_and_others_do_not(
     assert face_candidates["human faces"].evidence["chance"] == 0.0
     assert not [c for c in proposed.get(2, []) if c.evidence.get("detector")]  # a corner is no face and no text
     assert {"text", "letters and words"} <= {c.text for c in proposed[3]}
-    assert all(c.evidence_type == "object" and c.text in part_texts() for cs in proposed.values() for c in cs)
+    assert all(c.evidence_type == "part" and c.text in part_texts() for cs in proposed.values() for c in cs)
 
 
 def test_a_unit_on_the_cats_head_gets_weak_cat_face_candidates_and_one_beside_it_none(
@@ -174,3 +174,27 @@ def test_a_face_found_on_the_head_the_eye_sees_on_an_animal_is_the_animals_not_a
         kept, heads = animal_faces(detections, maps)
         assert bool(kept[0, 0].any()) is not animal and bool(kept[0, 1].any()) == (masks[1].any() and not animal)
         assert torch.equal(heads.masks[maps.index["chelsea.png"], 0], head | masks[0]) is animal
+
+
+def test_the_detectors_run_beside_each_other_and_find_what_they_find_one_by_one(views: dict, found: Detections) -> None:
+    """``detect`` runs faces and text side by side; each alone, over the same views, finds the same."""
+    faces, text = detectors.face_detector(), detectors.text_detector()
+    for path, view in views.items():
+        pixels = np.asarray(view.convert("RGB"))
+        shapes = [s for face in faces(pixels[None])[0] for s in detectors.face_shapes(face)]
+        shapes += [("text", "polygon", box) for box in text(pixels)]
+        if shapes:
+            assert torch.equal(found.masks[found.index[path]], detectors.render(shapes, view.width))
+        else:
+            assert path not in found.index
+
+
+def test_no_views_need_no_detectors(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run without spatial units has no images to search: the detectors are not even loaded."""
+    def missing() -> None:
+        raise AssertionError("loaded")
+
+    monkeypatch.setattr(detectors, "face_detector", missing)
+    monkeypatch.setattr(detectors, "text_detector", missing)
+    empty = detect({})
+    assert empty.index == {} and empty.masks.shape[0] == 0
