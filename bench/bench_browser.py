@@ -1,8 +1,9 @@
 """The catalog browser timed in a real browser: `streamlit run` on a catalog, Debian's headless Chromium.
 
 Prints, for a catalog such as Lite0 dissected over the 1000 imagenet-samples:
-- first paint of a fresh server: from `streamlit run` starting (and from the first request) until
-  the search page shows its first card, goal <= 2 s after the request;
+- first paint of a fresh server: from the first request until the search page shows its frame and
+  first card (its text: torch is still importing in the background), goal <= 2 s, and until its
+  first picture;
 - Enter -> cards: median over new queries from pressing Enter until the new count and every card
   picture are drawn, goal <= 0.5 s;
 - card -> unit page: median from clicking a card's link until the unit page's exemplars are drawn,
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import socket
 import statistics
 import subprocess
@@ -97,11 +99,14 @@ def main() -> None:
             page.set_default_timeout(120_000)
             request = time.perf_counter()
             page.goto(f"{url}/?q=dog")
-            page.locator("[data-testid=stImage] img").first.wait_for()
+            page.locator("[data-testid=stPageLink-NavLink]").first.wait_for()
             first_paint = time.perf_counter() - request
+            page.locator("[data-testid=stImage] img").first.wait_for()
+            first_picture = time.perf_counter() - request
             print(
-                f"fresh server: healthy after {healthy:.2f} s; first card of /?q=dog {first_paint:.2f} s after the "
-                f"request ({time.perf_counter() - started:.2f} s after starting; goal <= 2 s)"
+                f"fresh server: healthy after {healthy:.2f} s; /?q=dog drew its frame and first card "
+                f"{first_paint:.2f} s after the request (goal <= 2 s), its first picture after {first_picture:.2f} s "
+                f"({time.perf_counter() - started:.2f} s after starting)"
             )
             page.get_by_text("Keyword matches only", exact=False).wait_for(state="detached")  # meaning joined
             page.wait_for_function("() => window.__milanNavigation === true")
@@ -114,7 +119,8 @@ def main() -> None:
                         lambda: box.press("Enter"),
                         lambda q=query: page.wait_for_function(
                             f"() => location.search.includes('q={q}') && !document.querySelector('[data-stale=true]')"
-                            f" && {PICTURES} > 0 && {PICTURES} == {IMAGES}.length"
+                            f" && /matching units|No unit matches/.test(document.body.innerText)"
+                            f" && {PICTURES} == {IMAGES}.length"
                         ),
                     )
                 )
@@ -123,8 +129,11 @@ def main() -> None:
                 f"max {max(enter):.2f} s (goal <= 0.5 s)"
             )
             opened = []
-            for query in QUERIES[1:6]:
+            for query in QUERIES[1:]:
                 page.goto(f"{url}/?q={query}")
+                page.get_by_text(re.compile("matching units|No unit matches")).first.wait_for()
+                if len(opened) == 5 or page.get_by_text("No unit matches").count():  # five, from queries with units
+                    continue
                 link = page.locator("[data-testid=stPageLink-NavLink]").first
                 link.wait_for()
                 opened.append(

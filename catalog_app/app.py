@@ -14,10 +14,9 @@ if str(APP_DIR.parent) not in sys.path:  # `streamlit run` puts only this folder
     sys.path.insert(0, str(APP_DIR.parent))
 
 import streamlit as st  # noqa: E402
-import torch  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
-from catalog_app.common import close_catalogs  # noqa: E402
+from catalog_app.common import close_catalogs, warm_up  # noqa: E402
 from catalog_app.navigation import SHORTCUTS  # noqa: E402
 from catalog_app.navigation import install as install_navigation  # noqa: E402
 
@@ -46,12 +45,6 @@ def pages() -> list[st.Page]:
     return built_in + extra
 
 
-#: The app runs torch on one photo (live probe) or one query (MiniLM) at a time, where more intra-op
-#: threads only contend: Lite0 on one photo took 3.0 s with 2 threads and 0.10 s with 1 on this
-#: 2-core machine at load 23 (0.07 s bare forward pass).
-torch.set_num_threads(1)
-
-
 def page_icon() -> Image.Image:
     """The tab's icon, drawn here: a ``:material/...:`` icon would make the browser fetch it from
     fonts.gstatic.com, and no page loads anything from outside the server."""
@@ -61,6 +54,7 @@ def page_icon() -> Image.Image:
 
 
 def main() -> None:
+    warm_up()
     st.set_page_config(page_title="Neuron catalog", page_icon=page_icon(), layout="wide")
     page = st.navigation(pages())
     try:

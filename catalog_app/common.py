@@ -52,6 +52,8 @@ MAX_LISTED_CATALOGS = 500
 
 #: Catalogs opened during the current script run, per session thread; ``close_catalogs`` ends them.
 _opened = threading.local()
+_warm_up_lock = threading.Lock()
+_warm_up_started = False
 
 
 class CatalogKey(NamedTuple):
@@ -157,6 +159,28 @@ def close_catalogs() -> None:
     _opened.catalogs = []
 
 
+def _import_torch() -> None:
+    """torch and the masks' module, with one intra-op thread: the app runs torch on one photo (live
+    probe) or one query (MiniLM) at a time, where more threads only contend (Lite0 on one photo took
+    3.0 s with 2 threads and 0.10 s with 1 on this 2-core machine at load 23)."""
+    import torch
+
+    import milan_core.exemplars  # noqa: F401  (what drawing a region needs)
+
+    torch.set_num_threads(1)
+
+
+def warm_up() -> None:
+    """Start importing torch in the background, once per server process: it took 2-8 s here (more
+    under load), and the first page draws its frame, search box and cards' text without it; the
+    first picture waits for the import to finish instead of the whole page."""
+    global _warm_up_started
+    with _warm_up_lock:
+        if not _warm_up_started:
+            _warm_up_started = True
+            threading.Thread(target=_import_torch, name="milan-import-torch", daemon=True).start()
+
+
 def catalog_key(catalog: Catalog) -> CatalogKey:
     """The cache key of an open catalog: a rewritten file gets a new key, so caches never go stale."""
     path = catalog.path.resolve()
@@ -174,6 +198,7 @@ def run_choice(runs: list[str], where: Any = st) -> str:
 
 
 UNIT_PAGE = "screens/unit.py"
+IMAGE_PAGE = "screens/image.py"
 
 
 def unit_link(run_id: str, key: str, label: str | None = None, bold: bool = False) -> None:
@@ -185,4 +210,15 @@ def unit_link(run_id: str, key: str, label: str | None = None, bold: bool = Fals
         label=f"**{text}**" if bold else text,
         query_params={"run": run_id, "unit": key},
         icon=":material/open_in_new:",
+    )
+
+
+def image_link(run_id: str, image_id: int, label: str, where: Any = st) -> None:
+    """A link to a probe image's page (``/image?run=...&image=ID``: every unit it excites). A click
+    on the picture above it follows it too (``navigation.js``)."""
+    where.page_link(
+        IMAGE_PAGE,
+        label=markdown_text(label),
+        query_params={"run": run_id, "image": str(int(image_id))},
+        icon=":material/image_search:",
     )

@@ -9,11 +9,16 @@
   const replace = history.replaceState.bind(history);
   // Params whose change is a step a person may want to go Back from: a new search, another unit.
   const STEPS = ["q", "unit", "image"];
-  // Streamlit's page_link first pushes the target's query on the current page, then the page itself:
-  // two pushes for one click. Pushes this close together are one step.
-  const COALESCE_MS = 400;
-  let lastPush = -Infinity;
+  // Streamlit's page_link first pushes the target's query on the current page, then the target page
+  // with that same query: two pushes for one click. The second is recognised by what it is (another
+  // page, the query just pushed), not by timing: under load the two came 0.55 s apart, and a time
+  // window left the half-way entry in the history, where Back then landed (the search page holding
+  // the image's query).
+  let queryPushed = null; // the location the last push made by changing only the query, if it was
 
+  function sameQuery(url, search) {
+    return new URL(url, app.location.href).search === search;
+  }
   function params(url) {
     return new URL(url, app.location.href).searchParams;
   }
@@ -29,21 +34,41 @@
     }, 60);
   }
   history.pushState = function (state, title, url) {
-    const now = app.performance.now();
-    const coalesced = now - lastPush < COALESCE_MS;
-    lastPush = now;
     toTop();
-    return coalesced ? replace(state, title, url) : push(state, title, url);
+    const target = new URL(url, app.location.href);
+    const secondHalf = queryPushed === app.location.href && target.pathname !== app.location.pathname &&
+      sameQuery(url, app.location.search);
+    queryPushed = !secondHalf && target.pathname === app.location.pathname ? target.href : null;
+    return secondHalf ? replace(state, title, url) : push(state, title, url);
   };
   history.replaceState = function (state, title, url) {
     if (url !== undefined && url !== null && isStep(url)) {
-      lastPush = app.performance.now();
       toTop();
+      queryPushed = null;
       return push(state, title, url);
     }
     if (url && params(url).get("page") !== new URLSearchParams(app.location.search).get("page")) toTop();
     return replace(state, title, url);
   };
+
+  // A click on an exemplar picture follows the image-page link under it: the picture's own block (a
+  // card, or a unit page's column) holds one link per picture of a card's strip (picked by where
+  // the click fell across the strip) or the one under a unit page's picture.
+  const IMAGE_LINKS = 'a[href*="image?"]';
+  const style = app.document.createElement("style");
+  style.textContent = `[data-testid="stVerticalBlock"]:has(${IMAGE_LINKS}) [data-testid="stImage"] img { cursor: pointer; }`;
+  app.document.head.appendChild(style);
+  app.document.addEventListener("click", (event) => {
+    const picture = event.target.closest && event.target.closest('[data-testid="stImage"] img');
+    if (!picture) return;
+    const block = picture.closest('[data-testid="stVerticalBlock"]');
+    const links = block ? [...block.querySelectorAll(IMAGE_LINKS)] : [];
+    if (!links.length) return;
+    const box = picture.getBoundingClientRect();
+    const index = Math.min(links.length - 1, Math.floor(((event.clientX - box.left) / box.width) * links.length));
+    event.preventDefault();
+    links[Math.max(0, index)].click();
+  });
 
   // Keyboard: "/" jumps to the search box; j / k open the next / previous unit on a unit page.
   app.document.addEventListener("keydown", (event) => {

@@ -5,12 +5,17 @@ loaded again (only a model the project knows by name: a catalog's ``module:calla
 imported, see issue 10), the photo goes through the model's own preprocessing with the run's layers
 hooked, and each unit's peak activation on it is set against what the unit does on the probe set:
 ``peak / act_max`` (1.0 = as strongly as on its best probe image), kept only above the unit's own
-threshold. Its map is drawn on the photo like an exemplar's. No Streamlit here.
+threshold. Its map is drawn on the photo like an exemplar's. The model runs on the device the app
+was started with (``app_device``: ``-- --device cuda`` after ``streamlit run catalog_app/app.py``, or
+``MILAN_DEVICE``; the CPU by default), resolved like every command's ``--device``. No Streamlit here.
 """
 
 from __future__ import annotations
 
+import argparse
 import io
+import os
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,11 +27,15 @@ from milan_core.errors import UserError
 from milan_core.hooks import LayerRecorder
 from milan_core.images import encode_thumbnail
 from milan_core.models import LoadedModel, load_recorded_model
+from milan_core.runtime import resolve_device
 
 #: Largest upload read (bytes) and decoded (pixels): a photo, not a poster or a decompression bomb.
 MAX_UPLOAD_BYTES = 25 * 1024 * 1024
 MAX_UPLOAD_PIXELS = 40_000_000
 PROBE_THUMBNAIL = 224
+DEVICE_ENV = "MILAN_DEVICE"
+#: The app's default device: one photo at a time on a shared server, where the CPU is always there.
+DEFAULT_DEVICE = "cpu"
 
 
 @dataclass(frozen=True)
@@ -62,26 +71,48 @@ def read_upload(data: bytes) -> Image.Image:
     return picture.convert("RGB")
 
 
-def probe_model(model_name: str, weights: str | None) -> LoadedModel:
-    """The run's model, if it is one the project loads by name; a catalog never makes us import code."""
+def device_spec(argv: list[str] | None = None) -> str:
+    """The device the app was started with: ``--device`` after ``--`` on the ``streamlit run`` line
+    (Streamlit hands the script those arguments), else ``MILAN_DEVICE``, else the CPU."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--device", default=None)
+    asked = parser.parse_known_args(sys.argv[1:] if argv is None else argv)[0].device
+    return asked or os.environ.get(DEVICE_ENV) or DEFAULT_DEVICE
+
+
+def app_device(spec: str | None = None) -> torch.device:
+    """The live probe's device (``device_spec``), or a UserError in one sentence when it is not here."""
+    spec = spec or device_spec()
+    try:
+        return resolve_device(spec)
+    except UserError as error:
+        raise UserError(f"the live probe cannot run on the device the app was started with ({spec}): {error}") from None
+
+
+def probe_model(model_name: str, weights: str | None, device: torch.device | None = None) -> LoadedModel:
+    """The run's model on ``device`` (the CPU by default), if it is one the project loads by name;
+    a catalog never makes us import code."""
     if ":" in model_name:
         raise UserError(
             f"the live probe only loads models known by name; {model_name!r} names code to import, "
             "which a catalog is never allowed to make the app do"
         )
-    return load_recorded_model(model_name, weights)
+    loaded = load_recorded_model(model_name, weights)
+    loaded.module.to(device or torch.device(DEFAULT_DEVICE))
+    return loaded
 
 
 @torch.inference_mode()
 def probe(model: LoadedModel, picture: Image.Image, units: pd.DataFrame) -> ProbeResult:
     """Every unit of ``units`` (a run's units: layer, unit, threshold, act_max) with its peak
-    activation on ``picture``, its strength (peak / act_max) and its (H, W) map."""
+    activation on ``picture``, its strength (peak / act_max) and its (H, W) map, on the model's device."""
     view = model.preprocessing.geometry(picture.convert("RGB"))
-    batch = model.preprocessing.to_tensor(view).unsqueeze(0)
+    device = next(model.module.parameters()).device
+    batch = model.preprocessing.to_tensor(view).unsqueeze(0).to(device)
     layers = list(dict.fromkeys(units.layer))
     with LayerRecorder(model.module, layers) as recorder:
         model.module(batch)
-        maps = {layer: recorder.spatial(layer)[0] for layer in layers}  # (C, H, W) each
+        maps = {layer: recorder.spatial(layer)[0].float().cpu() for layer in layers}  # (C, H, W) each
     frames = []
     for layer, rows in units.groupby("layer", sort=False):
         channels = maps[layer][torch.tensor(rows.unit.tolist())]

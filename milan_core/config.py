@@ -16,6 +16,7 @@ DEFAULT_MODEL = "efficientnet-lite0"
 DEFAULT_LAYERS = ("blocks.2", "blocks.4", "blocks.6")
 K = 15  # exemplars per unit (MILAN's choice)
 QUANTILE = 0.99  # threshold quantile: MILAN 0.99, Network Dissection 0.995
+EMBEDDING_DIM = 384  # MiniLM's sentence vectors (milan_core.embedding); here so SQL needs no torch import
 BATCH_SIZE = 32  # images per forward pass of the dissection
 WORKERS = 1  # image-decoding processes of the dissection
 EVAL_BATCH_SIZE = 64  # images per forward pass when ablate and edit measure accuracy

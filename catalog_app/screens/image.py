@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pandas as pd
 import streamlit as st
+import torch
 
 from catalog_app.common import open_catalog, run_choice, unit_link
-from catalog_app.probe import ProbeResult, probe, probe_model, read_upload, strongest
+from catalog_app.probe import ProbeResult, app_device, probe, probe_model, read_upload, strongest
 from catalog_app.render import LEGEND, highlight
 from catalog_app.text import markdown_text
 from catalog_app.views import basket
@@ -29,9 +30,9 @@ SHOWN = 168
 
 
 @st.cache_resource(max_entries=2, show_spinner="Loading the run's model …")
-def cached_model(model_name: str, weights: str | None) -> LoadedModel:
-    """The run's model, loaded once per server process."""
-    return probe_model(model_name, weights)
+def cached_model(model_name: str, weights: str | None, device: str) -> LoadedModel:
+    """The run's model on the app's device, loaded once per server process."""
+    return probe_model(model_name, weights, torch.device(device))
 
 
 def unit_tile(run_id: str, key: str, picture, description: object, line: str) -> None:
@@ -108,7 +109,8 @@ def live_probe(catalog: Catalog, run_id: str, image_id: int | None) -> None:
     started = time.perf_counter()
     try:
         picture = read_upload(data)
-        model = cached_model(run.model, run.config.get("weights"))
+        device = app_device()
+        model = cached_model(run.model, run.config.get("weights"), str(device))
     except UserError as error:
         st.warning(markdown_text(f"{error}."))
         return
@@ -117,7 +119,8 @@ def live_probe(catalog: Catalog, run_id: str, image_id: int | None) -> None:
     best = strongest(result, PER_LAYER)
     described = image_descriptions(catalog, best)
     st.caption(
-        f"{name}: {len(best)} unit(s) above their threshold shown, probed in {time.perf_counter() - started:.2f} s"
+        f"{name}: {len(best)} unit(s) above their threshold shown, probed in {time.perf_counter() - started:.2f} s "
+        f"on {device}"
     )
 
     def draw(row):

@@ -21,6 +21,7 @@ from catalog_app.text import markdown_text
 from catalog_app.views import basket, card_grid, match_controls, picked, region_style
 from milan_core.catalog import Catalog
 from milan_core.catalog.browse import layer_names
+from milan_core.catalog.notes import Notes
 from milan_core.catalog.search import default_describer, describers, meaning_ready, search_units
 
 PAGE_SIZE = 24
@@ -28,8 +29,11 @@ EVIDENCE_TYPES = ("object", "scene", "colour", "texture", "position", "shape", "
 
 
 @st.cache_data(max_entries=256, show_spinner=False)
-def cached_search(_catalog: Catalog, key: CatalogKey, query: str, options: tuple[tuple[str, Any], ...]):
-    """One page of search results (cached on the catalog, the query and every option)."""
+def cached_search(
+    _catalog: Catalog, key: CatalogKey, notes: tuple[int, ...], query: str, options: tuple[tuple[str, Any], ...]
+):
+    """One page of search results, cached on the catalog, its notes file's version (people's labels
+    are searched too, and a new label must show at once), the query and every option."""
     return search_units(_catalog, query, **dict(options))
 
 
@@ -134,7 +138,7 @@ def main() -> None:
     catalog = open_catalog()
     if catalog is None:
         st.stop()
-    key = catalog_key(catalog)
+    key, notes = catalog_key(catalog), Notes(catalog.path).version()
     choices = catalog_choices(catalog, key)
     options = filter_controls(choices)
     style = region_style(st.sidebar)
@@ -148,10 +152,10 @@ def main() -> None:
     )
     options["semantic"] = not query.strip() or meaning_ready()
     page = requested_page()
-    results = cached_search(catalog, key, query, page_options(options, page))
+    results = cached_search(catalog, key, notes, query, page_options(options, page))
     if results.empty and page > 1:  # a page past the end, e.g. after the filters narrowed the set
         page = 1
-        results = cached_search(catalog, key, query, page_options(options, page))
+        results = cached_search(catalog, key, notes, query, page_options(options, page))
     total = int(results.total.iloc[0]) if len(results) else 0
     if not options["semantic"]:
         st.caption("Keyword matches only for now: meaning matches join when the sentence model has loaded.")

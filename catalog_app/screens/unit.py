@@ -14,7 +14,7 @@ import uuid
 import pandas as pd
 import streamlit as st
 
-from catalog_app.common import catalog_key, open_catalog, run_choice, unit_link
+from catalog_app.common import catalog_key, image_link, open_catalog, run_choice, unit_link
 from catalog_app.render import LEGEND
 from catalog_app.text import markdown_text
 from catalog_app.views import basket, class_line, exemplar_pictures, histogram, region_style
@@ -26,12 +26,11 @@ from milan_core.errors import UserError
 
 LARGE = 224
 PER_ROW = 5
-IMAGE_PAGE = "screens/image.py"
 AUTHOR = "notes_author"
 
 
 def show_exemplars(catalog: Catalog, run_id: str, unit_id: int, threshold: float, style: str) -> None:
-    """Every exemplar large, each with a link to its image's page (all the units it excites)."""
+    """Every exemplar large, each a link to its image's page (all the units it excites)."""
     pictures = exemplar_pictures(catalog, catalog_key(catalog), unit_id, threshold, None, LARGE, style)
     image_ids = exemplar_rows(catalog, [unit_id]).image_id.tolist()
     st.caption(f"Regions: {LEGEND[style]}. Hover a picture for its full-screen button.")
@@ -39,13 +38,7 @@ def show_exemplars(catalog: Catalog, run_id: str, unit_id: int, threshold: float
     for start in range(0, len(shown), PER_ROW):
         for column, ((picture, caption), image_id) in zip(st.columns(PER_ROW), shown[start : start + PER_ROW]):
             column.image(picture, caption=markdown_text(caption), width="stretch")
-            with column:
-                st.page_link(
-                    IMAGE_PAGE,
-                    label="units of this image",
-                    query_params={"run": run_id, "image": str(image_id)},
-                    icon=":material/image_search:",
-                )
+            image_link(run_id, image_id, "units of this image", column)
 
 
 def show_headline(catalog: Catalog, described: pd.Series | None) -> None:

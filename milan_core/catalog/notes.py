@@ -87,6 +87,16 @@ class Notes:
     def __init__(self, catalog_path: str | Path) -> None:
         self.path = notes_path(catalog_path)
 
+    def version(self) -> tuple[int, ...]:
+        """What changes whenever a note is written: the size and modification time of the file and of
+        its write-ahead log (where WAL mode puts new rows first), so caches of searches that read
+        labels can key on it without opening the file."""
+        stamps: list[int] = []
+        for path in (self.path, self.path.with_name(self.path.name + "-wal")):
+            stat = path.stat() if path.exists() else None
+            stamps += [stat.st_mtime_ns, stat.st_size] if stat else [0, 0]
+        return tuple(stamps)
+
     def _connect(self) -> sqlite3.Connection:
         try:
             con = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None)

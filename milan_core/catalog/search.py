@@ -9,7 +9,9 @@ unit's rank mixes three signals, each computed inside DuckDB with parameterised 
 * keyword hits in the unit's other candidates (``candidates.text``, the winner excluded), only
   when asked (``candidates=True``);
 * cosine similarity between the query's MiniLM vector (``milan_core.embedding.embed``) and the
-  stored description vector (unit vectors, so the inner product is the cosine).
+  stored description vector (unit vectors, so the inner product is the cosine);
+* keyword hits in people's own labels for the unit (``milan_core.catalog.notes``, the file beside
+  the catalog), unless ``notes=False``: a label someone wrote is found like a description.
 
 Descriptions and candidates repeat across units ("dogs" may describe hundreds), so patterns and
 cosines are computed once per distinct text, on a search index read from the file once per catalog
@@ -34,6 +36,7 @@ no caller ever loads every unit; ``count_matches`` counts matches per run and la
 from __future__ import annotations
 
 import re
+import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -46,7 +49,8 @@ import pandas as pd
 import pyarrow as pa
 
 from milan_core.catalog.connection import Catalog
-from milan_core.embedding import EMBEDDING_DIM
+from milan_core.catalog.notes import Notes
+from milan_core.config import EMBEDDING_DIM
 from milan_core.errors import UserError
 
 #: Semantic matches need at least this cosine similarity. MiniLM puts short phrases unrelated to
@@ -60,6 +64,8 @@ DEFAULT_MIN_SIMILARITY = 0.5
 #: the word outranks one that only means something close; a losing candidate that says it adds less.
 DESCRIPTION_HIT_WEIGHT = 0.5
 CANDIDATE_HIT_WEIGHT = 0.2
+#: A person's own label that says the word counts like a description that says it.
+NOTE_HIT_WEIGHT = 0.5
 
 #: Words too common to count as keyword hits on their own.
 STOP_WORDS = frozenset(
@@ -123,10 +129,12 @@ _meaning_loaded = threading.Event()
 
 
 def embedding_model_loaded() -> bool:
-    """Whether this process has MiniLM in memory already (a describe or a test may have loaded it)."""
-    from milan_core import embedding
+    """Whether this process has MiniLM in memory already (a describe or a test may have loaded it);
+    never imports it (that imports torch, seconds on a busy machine)."""
+    model = getattr(sys.modules.get("milan_core.embedding"), "_model", None)  # None while it is being imported
+    return model is not None and model.cache_info().currsize > 0
 
-    return embedding._model.cache_info().currsize > 0
+
 _meaning_lock = threading.Lock()
 
 
@@ -207,6 +215,15 @@ def candidate_hits_sql(n_terms: int) -> str:
     """
 
 
+def note_hits_sql(n_terms: int) -> str:
+    """Per labelled unit (run and ``layer:unit``), how many query words its people's labels say."""
+    return f"""
+        SELECT run_id, unit_key, hits, labels AS text FROM (
+            SELECT run_id, unit_key, labels, {hits_sql("labels", n_terms)} AS hits FROM unit_labels
+        ) WHERE hits > 0
+    """
+
+
 #: The search index of one catalog version and describer, in an in-memory DuckDB database:
 #: texts(text, embedding FLOAT[384]) has each distinct description once with its stored vector;
 #: losing_candidates(unit_id, text) the candidates that did not win; candidate_texts their
@@ -265,32 +282,45 @@ NO_TEXT_MATCHES = pa.table(
 NO_CANDIDATE_HITS = pa.table(
     {"unit_id": pa.array([], pa.int64()), "hits": pa.array([], pa.int64()), "text": pa.array([], pa.string())}
 )
+NO_NOTE_HITS = pa.table(
+    {
+        "run_id": pa.array([], pa.string()),
+        "unit_key": pa.array([], pa.string()),
+        "hits": pa.array([], pa.int64()),
+        "text": pa.array([], pa.string()),
+    }
+)
 
 
 def _query_catalog(catalog: Catalog, sql: str, params: dict[str, Any]) -> pd.DataFrame:
-    """Run a search query with the query's matching texts (``text_matches``) and units with candidate
-    hits (``candidate_hits``, left empty unless losing candidates count), computed on the in-memory
+    """Run a search query with the query's matching texts (``text_matches``), units with candidate
+    hits (``candidate_hits``, left empty unless losing candidates count) and units whose people's
+    labels say a query word (``note_hits``, empty unless notes count), computed on the in-memory
     index, visible to it as tables."""
     params = dict(params)
-    vector, candidates = params.pop("vector"), params.pop("candidates")
+    vector, candidates, notes = params.pop("vector"), params.pop("candidates"), params.pop("notes")
     patterns = {name: value for name, value in params.items() if name.startswith("pattern_")}
-    matches, candidate_hits = NO_TEXT_MATCHES, NO_CANDIDATE_HITS
+    tables = {"text_matches": NO_TEXT_MATCHES, "candidate_hits": NO_CANDIDATE_HITS, "note_hits": NO_NOTE_HITS}
     if params["has_query"]:
         cursor = _search_index(catalog, params["describer"]).cursor()
-        matches = cursor.execute(
+        tables["text_matches"] = cursor.execute(
             text_matches_sql(len(patterns)),
             {**patterns, "vector": vector, "min_similarity": params["min_similarity"]},
         ).fetch_arrow_table()
         if patterns and candidates:
-            candidate_hits = cursor.execute(candidate_hits_sql(len(patterns)), patterns).fetch_arrow_table()
+            tables["candidate_hits"] = cursor.execute(candidate_hits_sql(len(patterns)), patterns).fetch_arrow_table()
+        labels = Notes(catalog.path).unit_labels() if patterns and notes else None
+        if labels is not None and not labels.empty:
+            cursor.register("unit_labels", labels)
+            tables["note_hits"] = cursor.execute(note_hits_sql(len(patterns)), patterns).fetch_arrow_table()
         cursor.close()
-    catalog.con.register("text_matches", matches)
-    catalog.con.register("candidate_hits", candidate_hits)
+    for name, table in tables.items():
+        catalog.con.register(name, table)
     try:
         return catalog.con.execute(sql, {k: v for k, v in params.items() if k not in patterns}).df()
     finally:
-        catalog.con.unregister("text_matches")
-        catalog.con.unregister("candidate_hits")
+        for name in tables:
+            catalog.con.unregister(name)
 
 
 #: Every unit passing the filters with its match signals, flags and ranking score, in few columns
@@ -299,19 +329,22 @@ RANKED_SQL = f"""
     ranked AS (
         SELECT u.unit_id, u.run_id, u.layer, l.layer_index, u.unit, d.evidence_type,
                coalesce(t.hits, 0) AS description_hits, coalesce(c.hits, 0) AS candidate_hits,
-               c.text AS candidate_text, coalesce(t.similarity, 0.0) AS similarity,
+               c.text AS candidate_text, coalesce(n.hits, 0) AS note_hits, n.text AS note_text,
+               coalesce(t.similarity, 0.0) AS similarity,
                coalesce(t.similarity, 0.0) >= $min_similarity AND coalesce(d.evidence_type, 'none') <> 'none'
                    AS semantic_hit,
-               coalesce(t.hits, 0) > 0 OR coalesce(c.hits, 0) > 0 AS keyword_hit,
+               coalesce(t.hits, 0) > 0 OR coalesce(c.hits, 0) > 0 OR coalesce(n.hits, 0) > 0 AS keyword_hit,
                CASE WHEN $has_query THEN coalesce(t.similarity, 0.0)
                     + {DESCRIPTION_HIT_WEIGHT} * coalesce(t.hits, 0) / $n_terms
                     + {CANDIDATE_HIT_WEIGHT} * coalesce(c.hits, 0) / $n_terms
+                    + {NOTE_HIT_WEIGHT} * coalesce(n.hits, 0) / $n_terms
                     ELSE 0.0 END AS rank_score
         FROM units u
         JOIN layers l ON l.run_id = u.run_id AND l.layer = u.layer
         LEFT JOIN descriptions d ON d.unit_id = u.unit_id AND d.describer = $describer
         LEFT JOIN text_matches t ON t.text = d.description
         LEFT JOIN candidate_hits c ON c.unit_id = u.unit_id
+        LEFT JOIN note_hits n ON n.run_id = u.run_id AND n.unit_key = u.layer || ':' || u.unit
         WHERE (len($run_ids) = 0 OR list_contains($run_ids, u.run_id))
           AND (len($layers) = 0 OR list_contains($layers, u.layer))
           AND (len($evidence_types) = 0 OR list_contains($evidence_types, d.evidence_type))
@@ -329,7 +362,7 @@ RANKED_SQL = f"""
 
 def _search_params(
     catalog: Catalog, query: str, run_ids: Sequence[str] | None, describer: str | None,
-    min_similarity: float, candidates: bool, semantic: bool, filters: dict[str, Any],
+    min_similarity: float, candidates: bool, semantic: bool, notes: bool, filters: dict[str, Any],
 ) -> dict[str, Any]:
     """The named parameters of one search (``pattern_0`` ... one per query word)."""
     chosen = UnitFilters.from_keywords(filters)
@@ -342,6 +375,7 @@ def _search_params(
         "run_ids": list(run_ids or ()),
         "has_query": bool(query),
         "candidates": bool(candidates),
+        "notes": bool(notes),
         "n_terms": max(len(terms), 1),
         "min_similarity": float(min_similarity),
         "layers": list(chosen.layers),
@@ -367,6 +401,7 @@ def search_units(
     min_similarity: float = DEFAULT_MIN_SIMILARITY,
     candidates: bool = False,
     semantic: bool = True,
+    notes: bool = True,
     **filters: Any,
 ) -> pd.DataFrame:
     """One page of units matching ``query`` (all units when it is empty), best match first.
@@ -378,15 +413,17 @@ def search_units(
     query the units come in catalog order (run, layer, unit). Columns: unit_id, run_id, model, layer,
     layer_index, unit, key ('layer:unit'), describer, description, score (PMI), log_p_given_e, log_p,
     confidence, significance, evidence_type, best_iou, threshold, act_mean, act_std, act_max, description_hits,
-    candidate_hits, candidate_text, similarity, semantic_hit, keyword_hit, rank_score, total (how
-    many units match in all, for paging), match ('keyword': a query word is in the description, or
-    with ``candidates`` in a losing candidate; 'related': only the meaning is close; 'all': no query)
-    and reason (why the unit matched, in words). Keyword matches come first, then related ones,
+    candidate_hits, candidate_text, note_hits, note_text (the unit's labels by people, when they say a
+    query word), similarity, semantic_hit, keyword_hit, rank_score, total (how many units match in
+    all, for paging), match ('keyword': a query word is in the description, in a person's label
+    or, with ``candidates``, in a losing candidate; 'related': only the meaning is close; 'all': no
+    query) and reason (why the unit matched, in words). Keyword matches come first, then related ones,
     each by ``rank_score``. ``semantic=False`` matches keywords only (no MiniLM).
     ``candidates=False`` (the default, as in ``audit``) ignores the losing candidates, so a unit
-    described "large areas" with "dog" among its rejected candidates is no dog.
+    described "large areas" with "dog" among its rejected candidates is no dog. ``notes=False``
+    ignores people's labels (``milan_core.catalog.notes``), which otherwise count like descriptions.
     """
-    params = _search_params(catalog, query, run_ids, describer, min_similarity, candidates, semantic, filters)
+    params = _search_params(catalog, query, run_ids, describer, min_similarity, candidates, semantic, notes, filters)
     params.update(limit=None if limit is None else max(0, int(limit)), offset=max(0, int(offset)))
     sql = f"""
         WITH {RANKED_SQL},
@@ -398,7 +435,8 @@ def search_units(
                d.describer, d.description, d.score, d.log_p_given_e, d.log_p, d.confidence, d.significance,
                p.evidence_type,
                {BEST_IOU_SQL} AS best_iou, u.threshold, u.act_mean, u.act_std, u.act_max,
-               p.description_hits, p.candidate_hits, p.candidate_text, p.similarity, p.semantic_hit,
+               p.description_hits, p.candidate_hits, p.candidate_text, p.note_hits, p.note_text,
+               p.similarity, p.semantic_hit,
                p.keyword_hit, p.rank_score, p.total,
                CASE WHEN NOT $has_query THEN 'all' WHEN p.keyword_hit THEN 'keyword' ELSE 'related' END AS match
         FROM page p JOIN units u ON u.unit_id = p.unit_id JOIN runs r ON r.run_id = p.run_id
@@ -420,6 +458,7 @@ def count_matches(
     min_similarity: float = DEFAULT_MIN_SIMILARITY,
     candidates: bool = False,
     semantic: bool = True,
+    notes: bool = True,
     **filters: Any,
 ) -> pd.DataFrame:
     """How many units of each run and layer match ``query``, next to how many units the layer has.
@@ -427,7 +466,7 @@ def count_matches(
     Columns: run_id, model, layer, layer_index, matches, units, share (matches / units); every
     layer passing the filters appears, with 0 matches if none.
     """
-    params = _search_params(catalog, query, run_ids, describer, min_similarity, candidates, semantic, filters)
+    params = _search_params(catalog, query, run_ids, describer, min_similarity, candidates, semantic, notes, filters)
     sql = f"""
         WITH {RANKED_SQL}
         SELECT k.run_id, r.model, k.layer, k.layer_index, k.matches, k.units FROM (
@@ -452,6 +491,8 @@ def match_reason(row: Any, terms: Sequence[str]) -> str:
         reasons.append("description says " + ", ".join(f"'{t}'" for t in said))
     if row.candidate_hits and isinstance(row.candidate_text, str):
         reasons.append(f"candidate '{row.candidate_text}' mentions the query")
+    if row.note_hits and isinstance(row.note_text, str):
+        reasons.append(f"matched a note: label '{row.note_text}'")
     if row.semantic_hit:
         reasons.append(f"meaning close to the query (cosine {row.similarity:.2f})")
     return "; ".join(reasons) or "all units (no query)"

@@ -12,7 +12,6 @@ import pandas as pd
 
 from milan_core.catalog.base import CatalogBase
 from milan_core.errors import UserError
-from milan_core.exemplars import dequantise
 
 
 @dataclass(frozen=True)
@@ -71,6 +70,8 @@ class UnitQueries(CatalogBase):
             [unit_id],
         )
         if decode:
+            from milan_core.exemplars import dequantise  # torch: seconds to import, kept off the catalog's import
+
             frame["map"] = [
                 dequantise(bytes(r.amap), r.amap_min, r.amap_max, r.map_height, r.map_width)
                 for r in frame.itertuples()

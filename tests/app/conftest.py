@@ -11,6 +11,8 @@ import pytest
 from described import add_descriptions
 
 from milan_core.catalog import Catalog
+from milan_core.config import DissectConfig
+from milan_core.dissect import dissect
 
 
 @pytest.fixture(scope="session")
@@ -19,6 +21,19 @@ def described_catalog(small_catalog: Path, tmp_path_factory: pytest.TempPathFact
     path = tmp_path_factory.mktemp("described") / "catalog.duckdb"
     shutil.copy(small_catalog, path)
     add_descriptions(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def two_run_catalog(described_catalog: Path, probe_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The described catalog plus a second run of another model (EfficientNet-Lite1's blocks.6 over
+    the same 36 photos), described the same way: two models to compare for one query."""
+    path = tmp_path_factory.mktemp("two_runs") / "catalog.duckdb"
+    shutil.copy(described_catalog, path)
+    config = DissectConfig(model="efficientnet-lite1", images=str(probe_dir), layers=("blocks.6",), k=5, batch_size=8,
+                           workers=0)
+    dissect(config, path)
+    add_descriptions(path, config.resolved_run_id())
     return path
 
 

@@ -83,10 +83,11 @@ def with_vectors(frame: pd.DataFrame, column: str) -> pd.DataFrame:
     return frame.assign(embedding=[vectors[t].tolist() for t in frame[column]])
 
 
-def add_descriptions(path: Path) -> None:
-    """Write descriptions and candidates (with vectors) into the catalog at ``path`` in one transaction."""
+def add_descriptions(path: Path, run_id: str | None = None) -> None:
+    """Write descriptions and candidates (with vectors) into the catalog at ``path`` in one
+    transaction, for the units of ``run_id`` (default: every run's)."""
     with Catalog(path, writable=True) as catalog, catalog.transaction():
-        units = catalog.units()
+        units = catalog.units(run_id)
         descriptions = with_vectors(description_rows(units), "description")
         candidates = with_vectors(candidate_rows(descriptions, dict(zip(units.unit_id, units.key))), "text")
         catalog.insert_frame("descriptions", descriptions)

@@ -11,6 +11,7 @@ from streamlit.testing.v1 import AppTest
 from test_search import HOSTILE_QUERIES
 
 from catalog_app.common import CATALOG_DIRS_ENV
+from catalog_app.probe import DEVICE_ENV
 from catalog_app.text import markdown_text
 from milan_core.catalog import Catalog
 from milan_core.catalog.notes import Notes
@@ -226,6 +227,12 @@ def test_votes_and_labels_on_the_unit_page_go_to_the_notes_file_not_the_catalog(
     assert any("Labels: helmet" in c.value for c in app.main.caption)
     assert file_hash(own_catalog) == before  # the catalog is only read
 
+    found = run_app(monkeypatch, own_catalog, q="helmet")  # no description says it: the label does
+    assert not found.exception and matching(found).startswith("1 matching units")
+    why = "why: " + markdown_text("matched a note: label 'helmet'")
+    assert any(c.value.startswith(":violet-badge[matched a note]") and why in c.value for c in found.main.caption)
+    assert card_descriptions(found) == ["human faces"]
+
 
 def test_the_unit_page_links_its_neighbours_and_its_images(
     monkeypatch: pytest.MonkeyPatch, described_catalog: Path, small_catalog_run: str
@@ -254,6 +261,37 @@ def test_the_image_page_lists_the_units_that_hold_the_image(
     for hostile in ("abc", "-1", "9" * 40, "99999"):
         app = run_app(monkeypatch, described_catalog, "screens/image.py", image=hostile)
         assert not app.exception
+
+
+def test_the_live_probe_runs_on_the_apps_device_or_says_in_a_sentence_why_not(
+    monkeypatch: pytest.MonkeyPatch, described_catalog: Path, small_catalog_run: str
+) -> None:
+    with Catalog(described_catalog) as catalog:
+        image_id = int(catalog.exemplars(catalog.unit_id(small_catalog_run, "blocks.6:17"), decode=False).image_id[0])
+    for device, shown in (("cpu", "probed in"), ("cuda:99", "cannot run on the device the app was started with")):
+        monkeypatch.setenv(DEVICE_ENV, device)
+        app = run_app(monkeypatch, described_catalog, "screens/image.py", run=small_catalog_run, image=str(image_id))
+        app.toggle(key="probe_stored").set_value(True).run()
+        assert not app.exception
+        said = [c.value for c in app.main.caption] + [w.value for w in app.main.warning]
+        assert any(shown in text.replace("\\", "") for text in said), said
+        assert (device == "cpu") == any("on cpu" in text for text in said)
+
+
+def test_the_audit_shows_two_runs_side_by_side_with_their_exemplars(
+    monkeypatch: pytest.MonkeyPatch, two_run_catalog: Path
+) -> None:
+    app = run_app(monkeypatch, two_run_catalog, "screens/audit.py", q="face")
+    assert not app.exception
+    assert [h.value for h in app.subheader] == ["Runs side by side", "Matching units"]
+    with Catalog(two_run_catalog) as catalog:
+        runs = catalog.runs()
+    assert sorted(runs.model) == ["efficientnet-lite0", "efficientnet-lite1"]
+    heads = [m.value for m in app.main.markdown if m.value.startswith("**efficientnet")]
+    assert heads == [f"**{markdown_text(r.run_id)}** · {markdown_text(r.model)}" for r in runs.itertuples()]
+    assert len(app.main.get("image")) == 4  # each model's "human faces" and "spotted dog faces" strips
+    one = run_app(monkeypatch, two_run_catalog, "screens/audit.py", q="face", runs=[runs.run_id.iloc[0]])
+    assert not one.exception and "Runs side by side" not in [h.value for h in one.subheader]
 
 
 def test_ticked_units_are_compared_side_by_side(monkeypatch: pytest.MonkeyPatch, described_catalog: Path) -> None:

@@ -9,7 +9,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from catalog_app.probe import MAX_UPLOAD_PIXELS, probe, probe_model, read_upload, strongest
+from catalog_app.probe import (
+    DEVICE_ENV,
+    MAX_UPLOAD_PIXELS,
+    app_device,
+    device_spec,
+    probe,
+    probe_model,
+    read_upload,
+    strongest,
+)
 from milan_core.catalog import Catalog
 from milan_core.errors import UserError
 
@@ -57,3 +66,15 @@ def test_the_probe_finds_the_units_that_hold_a_probe_photo_among_their_exemplars
     shown = strongest(result, 4)
     assert set(shown.layer) <= {"blocks.2", "blocks.6", "classifier"} and shown.groupby("layer").size().max() <= 4
     assert (shown.peak > shown.threshold).all()
+
+
+def test_the_probe_runs_on_the_device_the_app_was_started_with(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(DEVICE_ENV, raising=False)
+    assert device_spec([]) == "cpu" and app_device("cpu").type == "cpu"  # the default
+    monkeypatch.setenv(DEVICE_ENV, "cuda:1")
+    assert device_spec([]) == "cuda:1"
+    assert device_spec(["--theme", "x", "--device", "mps"]) == "mps"  # `streamlit run app.py -- --device mps`
+    with pytest.raises(UserError, match=r"cannot run on the device the app was started with \(cuda:99\)"):
+        app_device("cuda:99")  # no machine here has a 100th GPU
+    with pytest.raises(UserError, match="must be auto, cpu"):
+        app_device("tpu")

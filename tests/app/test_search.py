@@ -11,6 +11,7 @@ from described import CANDIDATE_FACE_UNIT, DESCRIBER
 
 from milan_core.applications.audit import matching_units
 from milan_core.catalog import Catalog
+from milan_core.catalog.notes import Notes
 from milan_core.catalog.search import DEFAULT_MIN_SIMILARITY, count_matches, nearest_units, query_terms, search_units
 from milan_core.embedding import embed
 from milan_core.errors import UserError
@@ -159,3 +160,18 @@ def test_a_rewritten_catalog_is_searched_afresh(described_catalog: Path, tmp_pat
     with Catalog(copy) as catalog:
         found = search_units(catalog, "zebra", min_similarity=1.0)  # keyword hits only
         assert list(found.key) == ["blocks.2:5"] and found.similarity[0] > 0.7
+
+
+def test_a_persons_label_is_found_like_a_description(described_catalog: Path, tmp_path: Path) -> None:
+    path = tmp_path / "catalog.duckdb"
+    shutil.copy(described_catalog, path)
+    with Catalog(path) as catalog:
+        run_id = catalog.run().run_id
+        assert search_units(catalog, "helmet").empty
+        Notes(path).add_label(run_id, "blocks.2:5", "Helmets, knee pads", "ann")  # described "car wheels"
+        found = search_units(catalog, "helmet")
+        assert found.key.tolist() == ["blocks.2:5"] and found.match[0] == "keyword"
+        assert found.reason[0] == "matched a note: label 'Helmets, knee pads'"
+        assert int(count_matches(catalog, "helmet").matches.sum()) == 1  # audit's count agrees
+        assert search_units(catalog, "helmet", notes=False).empty
+        assert search_units(catalog, "wheels").key.tolist() == ["blocks.2:5"]  # its description still counts
