@@ -16,6 +16,9 @@ DEFAULT_MODEL = "efficientnet-lite0"
 DEFAULT_LAYERS = ("blocks.2", "blocks.4", "blocks.6")
 K = 15  # exemplars per unit (MILAN's choice)
 QUANTILE = 0.99  # threshold quantile: MILAN 0.99, Network Dissection 0.995
+#: The fixed set of evidence types a description's winner can have (``describe.base`` documents
+#: them); here, with no heavy import, so the app's filters and charts use the same list.
+EVIDENCE_TYPES = ("object", "part", "scene", "colour", "texture", "position", "shape", "none")
 EMBEDDING_DIM = 384  # MiniLM's sentence vectors (milan_core.embedding); here so SQL needs no torch import
 BATCH_SIZE = 32  # images per forward pass of the dissection
 WORKERS = 1  # image-decoding processes of the dissection

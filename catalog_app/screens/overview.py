@@ -11,10 +11,11 @@ from catalog_app.common import open_catalog, run_choice
 from catalog_app.text import markdown_text, plotly_text
 from milan_core.catalog.browse import evidence_by_layer, top_concepts
 from milan_core.catalog.search import default_describer
+from milan_core.config import EVIDENCE_TYPES
 
 TOP_CONCEPTS = 10
 SEARCH_PAGE = "screens/search.py"
-EVIDENCE_ORDER = ["object", "scene", "colour", "texture", "position", "shape", "none", "not described"]
+EVIDENCE_ORDER = [*EVIDENCE_TYPES, "not described"]
 
 
 def main() -> None:

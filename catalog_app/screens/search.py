@@ -23,9 +23,9 @@ from milan_core.catalog import Catalog
 from milan_core.catalog.browse import layer_names
 from milan_core.catalog.notes import Notes
 from milan_core.catalog.search import default_describer, describers, meaning_ready, search_units
+from milan_core.config import EVIDENCE_TYPES
 
 PAGE_SIZE = 24
-EVIDENCE_TYPES = ("object", "scene", "colour", "texture", "position", "shape", "none")
 
 
 @st.cache_data(max_entries=256, show_spinner=False)

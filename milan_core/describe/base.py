@@ -25,6 +25,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 from PIL import Image
 
+from milan_core.config import EVIDENCE_TYPES
 from milan_core.images import as_rgb
 from milan_core.models import Preprocessing
 
@@ -32,14 +33,13 @@ DEFAULT_LAMBDA = 0.2
 MAX_LAYER_SHARE = 0.15  # no description on more of a layer's units, unless they truly are alike
 SIGNIFICANT = 0.05  # a candidate this unlikely by chance (or less) is evidence of its own
 
-#: The fixed set of evidence types (the app filters on it): what kind of evidence won.
-#: object: a thing (eye classes, WordNet synsets, segmentation "thing" classes); part: a part of
-#: one, or text (faces, eyes, heads, muzzles: detectors and the eye's geometry); scene: stuff and
-#: places (sky, grass, road, wall); colour: colour terms inside the masks;
-#: texture: orientation and pattern (stripes, dots, grids, edges); position: where in the image the
-#: masks lie (top or bottom boundaries); shape: size and form of the masks (small spots, large
-#: areas); none: no clear evidence, an honest low-confidence label.
-EVIDENCE_TYPES = ("object", "part", "scene", "colour", "texture", "position", "shape", "none")
+# The evidence types (``config.EVIDENCE_TYPES``; the app filters on them): what kind of evidence won.
+# object: a thing (eye classes, WordNet synsets, segmentation "thing" classes); part: a part of
+# one, or text (faces, eyes, heads, muzzles: detectors and the eye's geometry); scene: stuff and
+# places (sky, grass, road, wall); colour: colour terms inside the masks;
+# texture: orientation and pattern (stripes, dots, grids, edges); position: where in the image the
+# masks lie (top or bottom boundaries); shape: size and form of the masks (small spots, large
+# areas); none: no clear evidence, an honest low-confidence label.
 
 #: The label of a unit with no clear evidence.
 NO_EVIDENCE_TEXT = "unclear"
