@@ -30,7 +30,9 @@ MIN_EXCESS = 1e-4  # the excess of a description no better than chance (its log 
 
 def null_units(units: Sequence[UnitView], per_layer: int = NULL_UNITS, seed: int = 0) -> tuple[UnitView, ...]:
     """``per_layer`` random units for every layer: k of the layer's exemplar masks (drawn without
-    replacement), each laid on another exemplar image of the layer drawn at random.
+    replacement), each laid on another exemplar image of the layer drawn at random — among the
+    exemplars that reach their unit's threshold (all of them, if none does): those are the images
+    a unit's regions lie on, and the ones the describers measure (``parts.detect_parts``).
 
     Pairing masks with other images is the permutation that breaks the one link a unit claims —
     between where it fires and what is there — and keeps everything else as the layer has it: the
@@ -52,9 +54,10 @@ def null_units(units: Sequence[UnitView], per_layer: int = NULL_UNITS, seed: int
         sizes[unit.layer] = max(sizes.get(unit.layer, 0), len(unit.exemplars))
     made: list[UnitView] = []
     for layer, pool in pools.items():
+        places = [i for i, e in enumerate(pool) if e.activation >= 0] or list(range(len(pool)))
         for _ in range(per_layer):
             drawn = rng.choice(len(pool), size=min(sizes[layer], len(pool)), replace=False)
-            images = rng.integers(len(pool), size=len(drawn))
+            images = rng.choice(places, size=len(drawn))
             exemplars = tuple(sorted((Exemplar(pool[m].rank, pool[i].image_id, pool[i].path, pool[m].activation,
                                                pool[m].map) for m, i in zip(drawn, images)),
                                      key=lambda e: -e.activation))

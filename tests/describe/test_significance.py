@@ -40,6 +40,15 @@ def test_random_units_lay_their_own_layers_masks_on_other_images_of_the_layer() 
     assert drawn_masks.any()
 
 
+def test_random_units_lay_masks_only_on_images_a_units_region_reaches() -> None:
+    """A unit whose exemplars stay below its threshold has empty masks there: its images are no
+    region of the layer's, and the describers never measure them (nor detect faces on them)."""
+    below = _unit(1, "a", 5.0, range(10, 15))
+    below = UnitView(1, "a", 1, 100.0, below.exemplars)  # activations 5.6-6.0: none reaches 100
+    made = null_units([_unit(0, "a", 0.0, range(0, 5)), below], per_layer=20, seed=3)
+    assert {e.image_id for u in made for e in u.exemplars} <= set(range(5))
+
+
 def test_excess_and_p_values_match_a_direct_count() -> None:
     rng = torch.Generator().manual_seed(0)
     null = torch.rand(50, 6, generator=rng)
