@@ -329,6 +329,13 @@ def prepare(config: DissectConfig, out: Path) -> tuple[DissectConfig, Path, list
     return config, root, probes
 
 
+def load_dissected(config: DissectConfig, on: torch.device) -> LoadedModel:
+    """The run's model (and its weights file, if any) on the device the pass runs on."""
+    loaded = load_model(config.model, Path(config.weights) if config.weights else None)
+    loaded.module.to(on)
+    return loaded
+
+
 def write_state(config: DissectConfig, out: Path, root: Path, probes: list[ProbeImage], state: DissectionState,
                 timings: dict[str, float], runtime: dict[str, str], lock_wait: float,
                 keep: Callable[[], Path], resumed_from: int = 0) -> Summary:
@@ -367,8 +374,7 @@ def dissect(config: DissectConfig, out: Path, checkpoint_every: float = CHECKPOI
     started = time.perf_counter()
     config, root, probes = prepare(config, out)
     on = resolve_device(device)
-    loaded = load_model(config.model, Path(config.weights) if config.weights else None)
-    loaded.module.to(on)
+    loaded = load_dissected(config, on)
     run_id, signature = config.resolved_run_id(), probe_signature(root, probes)
     resume = checkpoint_path(out, run_id)
     with layer_forward(loaded, config.layers, backend, on, config.workers, config.precision) as forward:

@@ -39,6 +39,7 @@ from milan_core.dissect import (
     empty_state,
     keep_exemplar_images,
     load_checkpoint,
+    load_dissected,
     prepare,
     probe_signature,
     run_pass,
@@ -47,7 +48,6 @@ from milan_core.dissect import (
 )
 from milan_core.errors import UserError
 from milan_core.images import ProbeImage
-from milan_core.models import load_model
 from milan_core.runtime import layer_forward, resolve_device, statistics_device
 from milan_core.statistics import HISTOGRAM_BINS
 
@@ -104,8 +104,7 @@ def dissect_shard(config: DissectConfig, root: Path, probes: list[ProbeImage], n
     state, and the backend and device that ran the model (``auto`` resolves on the worker)."""
     torch.set_num_threads(1)
     on = resolve_device(device)
-    loaded = load_model(config.model, Path(config.weights) if config.weights else None)
-    loaded.module.to(on)
+    loaded = load_dissected(config, on)
     with layer_forward(loaded, config.layers, backend, on, config.workers, config.precision) as forward:
         state = empty_state(loaded, config, forward, statistics_device(on))
         run_pass(loaded, forward, root, probes, config, state,

@@ -246,6 +246,7 @@ def select(
     if len(unit_ids) != len(proposals):
         raise ValueError(f"{len(proposals)} proposals for {len(unit_ids)} units")
     priors = [log_prior] * len(proposals) if isinstance(log_prior, Mapping) else list(log_prior)
+    kinds = kind_prior or {}
     described = []
     for unit_id, candidates, prior in zip(unit_ids, proposals, priors):
         if not candidates:
@@ -254,7 +255,6 @@ def select(
         for candidate in candidates:
             if candidate.text not in best or candidate.log_p_given_e > best[candidate.text].log_p_given_e:
                 best[candidate.text] = candidate
-        kinds = kind_prior or {}
         scored = [Scored(c, prior[c.text],
                          pmi_score(c.log_p_given_e, prior[c.text], lam) + kinds.get(c.evidence_type, 0.0))
                   for c in best.values()]
