@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import resource
 import subprocess
 import sys
 import tempfile
@@ -40,6 +39,7 @@ DEFAULT_IMAGES = ROOT.parent / "shared" / "data" / "imagenet-samples"
 IMAGENET_VAL = 50_000
 PROJECTED_WORKERS = (8, 64)
 BACKENDS = ("torch", "onnxruntime")
+CPU_POLL_SECONDS = 0.2
 
 
 @dataclass(frozen=True)
@@ -47,28 +47,64 @@ class Job:
     """One command's measured run."""
 
     wall: float  # seconds, the whole command
-    cpu: float  # user + system seconds of the command and the processes it waited for
+    cpu: float  # user + system seconds of the command and every process under it (Ray's, the shards')
     timings: dict[str, float]  # the run's recorded stages, with the write
     n_images: int
 
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def process_tree_cpu(root: int, seen: dict[int, float]) -> None:
+    """Record in ``seen`` the CPU seconds so far of ``root`` and of every process under it.
+
+    Polled while the command runs: Ray's workers are not waited for by the command, so their
+    time never reaches its resource usage; a process's last poll undercounts it by one period."""
+    parents, cpu = {}, {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        parents[int(entry.name)] = int(fields[1])
+        cpu[int(entry.name)] = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    for pid in cpu:
+        ancestor = pid
+        while ancestor not in (root, 0, 1) and ancestor in parents:
+            ancestor = parents[ancestor]
+        if ancestor == root:
+            seen[pid] = max(seen.get(pid, 0.0), cpu[pid])
+
+
 def run_job(images: Path, out: Path, max_images: int | None, backend: str, workers: int,
             shards: int | None = None) -> Job:
-    """Run one ``dissect`` command and read back what it recorded."""
+    """Run one ``dissect`` command, its CPU time polled, and read back what it recorded."""
     command = [sys.executable, "-m", "milan_core", "dissect", "--images", str(images), "--out", str(out),
                "--layers", ",".join(DEFAULT_LAYERS), "--backend", backend, "--workers", str(workers)]
     command += ["--max-images", str(max_images)] if max_images else []
     command += ["--shards", str(shards)] if shards else []
-    before, started = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
-    done = subprocess.run(command, cwd=ROOT, check=True, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(ROOT), "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"})
-    wall, after = time.perf_counter() - started, resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+    started, seen = time.perf_counter(), {}
+    with subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}) as job:
+        while True:
+            process_tree_cpu(job.pid, seen)
+            try:
+                stdout, stderr = job.communicate(timeout=CPU_POLL_SECONDS)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+    wall = time.perf_counter() - started
+    if job.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed:\n{stderr}")
     with Catalog(out) as catalog:
         run = catalog.run()
     # The run records its timings before its write; the command's closing line counts the write too.
-    total = float(re.search(r"read \d+ images in ([\d.]+) s", done.stdout).group(1))
-    return Job(wall, cpu, {**run.timings, "write": max(0.0, total - sum(run.timings.values()))}, run.n_images)
+    total = float(re.search(r"read \d+ images in ([\d.]+) s", stdout).group(1))
+    return Job(wall, sum(seen.values()), {**run.timings, "write": max(0.0, total - sum(run.timings.values()))},
+               run.n_images)
 
 
 def describe_job(name: str, job: Job) -> str:
