@@ -228,6 +228,8 @@ def phrase_table(a: Attributes) -> PhraseTable:
         _group(["bright highlights on surfaces"], "texture", a.highlights),
         _group([f"{c} spots" for c in COLOURS], "shape", small[:, None] * a.colours),
         _group(["small bright spots"], "shape", small * a.highlights.sqrt()),
+        _group(["small pale patches", "small bright patches"], "shape",
+               torch.stack([small * bright * (1.0 - saturation), small * bright], 1)),
         _group(["large areas"], "shape", a.area / 0.3),
         _group(["bright patches", "dark areas", "pale patches", "smooth plain areas"], "colour",
                torch.stack([bright, dark, bright * (1.0 - saturation), smooth], 1)),
