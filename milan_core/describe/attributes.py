@@ -207,7 +207,9 @@ def phrase_table(a: Attributes) -> PhraseTable:
     unit sees, and people describe what a large region shows (of the 165 annotated units, one
     annotation starts from the size, "large upper-centre regions: animal faces, vehicle windows
     and tops"; the 7 units that won "large areas" scored 0.17 against their annotations).
-    Size still qualifies a phrase ("small bright spots").
+    Size still qualifies a phrase ("small bright spots"). The highlight top-hat keeps whatever
+    its square does not fit in, thin bright lines as well as spots, so highlights whose edges run
+    one way are "thin bright lines" (strings, wires, slivers along edges).
     """
     pairs = [(i, j) for i in range(len(COLOURS)) for j in range(len(COLOURS)) if i != j]
     first, second = torch.tensor([p[0] for p in pairs]), torch.tensor([p[1] for p in pairs])
@@ -232,7 +234,8 @@ def phrase_table(a: Attributes) -> PhraseTable:
         _group(["checkered patterns and grids"], "texture", 4.0 * horizontal * vertical * a.edges),
         _group(["bright highlights on surfaces"], "texture", a.highlights),
         _group([f"{c} spots" for c in COLOURS], "shape", small[:, None] * a.colours),
-        _group(["small bright spots"], "shape", small * a.highlights.sqrt()),
+        _group(["small bright spots", "thin bright lines"], "shape",
+               torch.stack([small * a.highlights.sqrt(), small * a.highlights.sqrt() * (1.0 - spread)], 1)),
         _group(["small pale patches", "small bright patches"], "shape",
                torch.stack([small * bright * (1.0 - saturation), small * bright], 1)),
         _group(["bright patches", "dark areas", "pale patches", "smooth plain areas"], "colour",
