@@ -172,7 +172,7 @@ def unit_card(
 ) -> Callable[[], None]:
     """One unit: its id (a link to its page), description, how sure, its top candidates, what
     people said, why it matched, and its exemplars. Returns what draws its picture into its place,
-    for ``card_grid`` to call once every card's text is drawn (the text needs no torch; see warm_up)."""
+    for ``card_grid`` to call once every card's text is drawn (the person reads while pictures come)."""
     with st.container(border=True):
         unit_link(row.run_id, row.key, bold=True)
         described = isinstance(row.description, str)

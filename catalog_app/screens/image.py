@@ -12,7 +12,7 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from catalog_app.common import open_catalog, run_choice, unit_link
+from catalog_app.common import open_catalog, run_choice, single_threaded_torch, unit_link
 from catalog_app.probe import ProbeResult, app_device, probe, probe_model, read_upload, strongest
 from catalog_app.render import LEGEND, highlight
 from catalog_app.text import markdown_text
@@ -32,6 +32,7 @@ SHOWN = 168
 @st.cache_resource(max_entries=2, show_spinner="Loading the run's model …")
 def cached_model(model_name: str, weights: str | None, device: str) -> LoadedModel:
     """The run's model on the app's device, loaded once per server process."""
+    single_threaded_torch()
     return probe_model(model_name, weights, torch.device(device))
 
 
