@@ -19,7 +19,7 @@ import streamlit as st
 from PIL import Image
 
 from catalog_app.common import CatalogKey, catalog_key, image_link, unit_link
-from catalog_app.render import LEGEND, STYLES, draw_exemplars, highlighted_exemplars, strip
+from catalog_app.render import LEGEND, STYLES, draw_exemplars, strip
 from catalog_app.text import markdown_text
 from milan_core.catalog import Catalog
 from milan_core.catalog.browse import card_details, exemplar_rows, top_candidates
@@ -38,16 +38,12 @@ IMAGENET_CLASSES = 1000
 
 @st.cache_data(max_entries=2048, show_spinner=False)
 def exemplar_pictures(
-    _catalog: Catalog,
-    key: CatalogKey,
-    unit_id: int,
-    threshold: float | None,
-    k: int | None,
-    size: int | None,
-    style: str = "dim",
+    key: CatalogKey, unit_id: int, threshold: float, size: int, style: str, first: int, _rows: pd.DataFrame
 ) -> list[tuple[Image.Image, str]]:
-    """The unit's highlighted exemplars with captions (cached; ``key`` stands for the catalog)."""
-    return highlighted_exemplars(_catalog, unit_id, threshold, k, size, style)
+    """Some of a unit's exemplars (``_rows``, from rank ``first`` on) drawn at ``size`` with their
+    captions, cached per (catalog, unit, threshold, size, style, first): the unit page draws its
+    exemplars a row at a time, so the first row is on screen before the others are drawn."""
+    return draw_exemplars(_rows, threshold, size, style)
 
 
 @st.cache_data(max_entries=2048, show_spinner=False)
