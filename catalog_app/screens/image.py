@@ -40,8 +40,8 @@ def unit_tile(run_id: str, key: str, picture, description: object, line: str) ->
     """One unit on an image: its region drawn on the picture, a link to it, its description."""
     st.image(picture, width="stretch")
     unit_link(run_id, key, bold=True)
-    st.caption(markdown_text(description) if isinstance(description, str) else "not described yet")
-    st.caption(line)
+    text = markdown_text(description) if isinstance(description, str) else "not described yet"
+    st.caption(f"{text}  \n{line}")  # one element, two lines: a probe draws 30 tiles
 
 
 def tiles(rows: pd.DataFrame, draw) -> None:
