@@ -168,8 +168,6 @@ def main() -> None:
         results = cached_search(catalog, key, notes, query, page_options(options, page))
     total = int(results.total.iloc[0]) if len(results) else 0
     waiting = "" if options["semantic"] else KEYWORDS_ONLY  # said on a line that is there anyway: nothing moves
-    if waiting:
-        rerun_when_meaning_is_ready()
     if total == 0 and not choices["describers"]:
         st.info(
             "No unit has a description yet; add them with: python -m milan_core describe --catalog "
@@ -183,6 +181,8 @@ def main() -> None:
         st.pagination(max(1, math.ceil(total / PAGE_SIZE)), key="page", bind="query-params")
         card_grid(catalog, results, options["describer"] or default_describer(catalog), style)
     export_controls(catalog, query, options, total)
+    if waiting:  # last: the rerun without it then changes no element above it, and nothing moves
+        rerun_when_meaning_is_ready()
 
 
 main()
