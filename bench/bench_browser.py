@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import os
 import re
 import socket
@@ -47,6 +48,13 @@ IMAGES = "document.querySelectorAll('[data-testid=stImage] img')"
 DRAWN = (
     f"() => !document.querySelector('[data-stale=true]') && {IMAGES}.length == "
     f"[...{IMAGES}].filter(i => i.complete && i.naturalWidth > 0).length"
+)
+#: What the results say (their count line and first unit): a new query's page differs from the last one,
+#: so a wait cannot end on the previous page while the new run has not begun.
+RESULTS = (
+    "() => [...document.querySelectorAll('[data-testid=stCaptionContainer], [data-testid=stAlert]')]"
+    ".map(e => e.innerText).filter(t => /matching units|No unit matches/.test(t)).join() + ' ' + "
+    "(document.querySelector(\"[data-testid=stPageLink-NavLink][href*='unit?']\") || {}).href"
 )
 UNIT_LINKS = "[data-testid=stPageLink-NavLink][href*='unit?']"
 PICTURES = (
@@ -147,10 +155,10 @@ def main() -> None:
                 enter.append(
                     timed(
                         lambda: box.press("Enter"),
-                        lambda q=query: page.wait_for_function(
+                        lambda q=query, shown=page.evaluate(RESULTS): page.wait_for_function(
                             f"() => location.search.includes('q={q}') && !document.querySelector('[data-stale=true]')"
                             f" && /matching units|No unit matches/.test(document.body.innerText)"
-                            f" && {PICTURES} == {IMAGES}.length"
+                            f" && ({RESULTS})() !== {json.dumps(shown)} && {PICTURES} == {IMAGES}.length"
                         ),
                     )
                 )
