@@ -173,21 +173,22 @@ def unit_card(
         unit_link(row.run_id, row.key, bold=True)
         described = isinstance(row.description, str)
         st.markdown(markdown_text(row.description) if described else "_not described yet_")
+        lines = []  # one caption of several lines: a page of 24 cards is 24 elements, not 100
         if pd.notna(row.score):
             significance = details.significance if details is not None else None
-            st.caption(
+            lines.append(
                 f"{evidence_badge(float(row.confidence))} PMI {row.score:.2f} · {markdown_text(row.evidence_type)}"
                 + (f" · IoU {row.best_iou:.2f}" if pd.notna(row.best_iou) else "")
                 + (f" · significance {significance:.2g}" if pd.notna(significance) else "")
             )
         if not candidates.empty:
-            st.caption("candidates: " + " · ".join(markdown_text(text) for text in candidates.text))
-        for line in (class_line(row, details), notes_line(row.run_id, row.key, row.description, *notes)):
-            if line:
-                st.caption(line)
+            lines.append("candidates: " + " · ".join(markdown_text(text) for text in candidates.text))
+        lines += [line for line in (class_line(row, details), notes_line(row.run_id, row.key, row.description, *notes)) if line]
         if row.reason != "all units (no query)":
             badge = ":violet-badge[matched a note] " if row.get("note_hits", 0) else ""
-            st.caption(f"{badge}why: {markdown_text(row.reason)}")
+            lines.append(f"{badge}why: {markdown_text(row.reason)}")
+        if lines:
+            st.caption("  \n".join(lines))
         place = st.empty()
         if not exemplars.empty:  # one link per exemplar of the strip, under it; a click on it follows its link
             for column, shown in zip(st.columns(len(exemplars)), exemplars.itertuples()):
