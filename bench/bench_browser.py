@@ -152,10 +152,11 @@ def main() -> None:
             enter = []
             for query in QUERIES[1:]:
                 box.fill(query)
+                shown = page.evaluate(RESULTS)
                 enter.append(
                     timed(
                         lambda: box.press("Enter"),
-                        lambda q=query, shown=page.evaluate(RESULTS): page.wait_for_function(
+                        lambda q=query, shown=shown: page.wait_for_function(
                             f"() => location.search.includes('q={q}') && !document.querySelector('[data-stale=true]')"
                             f" && /matching units|No unit matches/.test(document.body.innerText)"
                             f" && ({RESULTS})() !== {json.dumps(shown)} && {PICTURES} == {IMAGES}.length"

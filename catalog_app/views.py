@@ -16,10 +16,9 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
-from PIL import Image
 
 from catalog_app.common import CatalogKey, catalog_key, image_link, unit_link
-from catalog_app.render import LEGEND, STYLES, draw_exemplars, strip
+from catalog_app.render import LEGEND, STYLES, draw_exemplars, jpeg, strip
 from catalog_app.text import markdown_text
 from milan_core.catalog import Catalog
 from milan_core.catalog.browse import card_details, exemplar_rows, top_candidates
@@ -39,18 +38,18 @@ IMAGENET_CLASSES = 1000
 @st.cache_data(max_entries=2048, show_spinner=False)
 def exemplar_pictures(
     key: CatalogKey, unit_id: int, threshold: float, size: int, style: str, first: int, _rows: pd.DataFrame
-) -> list[tuple[Image.Image, str]]:
-    """Some of a unit's exemplars (``_rows``, from rank ``first`` on) drawn at ``size`` with their
-    captions, cached per (catalog, unit, threshold, size, style, first): the unit page draws its
-    exemplars a row at a time, so the first row is on screen before the others are drawn."""
-    return draw_exemplars(_rows, threshold, size, style)
+) -> list[tuple[bytes, str]]:
+    """Some of a unit's exemplars (``_rows``, from rank ``first`` on) drawn at ``size`` as JPEGs with
+    their captions, cached per (catalog, unit, threshold, size, style, first): the unit page draws
+    its exemplars a row at a time, so the first row is on screen before the others are drawn."""
+    return [(jpeg(picture), caption) for picture, caption in draw_exemplars(_rows, threshold, size, style)]
 
 
 @st.cache_data(max_entries=2048, show_spinner=False)
-def card_picture(key: CatalogKey, unit_id: int, threshold: float, style: str, _rows: pd.DataFrame) -> Image.Image:
-    """The card's strip of the unit's first exemplars, cached per (catalog, unit, threshold, style);
-    ``_rows`` are the unit's exemplar rows, fetched for the whole page in one query."""
-    return strip([picture for picture, _ in draw_exemplars(_rows, threshold, CARD_PICTURE, style)])
+def card_picture(key: CatalogKey, unit_id: int, threshold: float, style: str, _rows: pd.DataFrame) -> bytes:
+    """The card's strip of the unit's first exemplars as a JPEG, cached per (catalog, unit,
+    threshold, style); ``_rows`` are the unit's exemplar rows, fetched for the whole page in one query."""
+    return jpeg(strip([picture for picture, _ in draw_exemplars(_rows, threshold, CARD_PICTURE, style)]))
 
 
 def region_style(where: Any = st) -> str:
@@ -183,7 +182,8 @@ def unit_card(
             )
         if not candidates.empty:
             lines.append("candidates: " + " · ".join(markdown_text(text) for text in candidates.text))
-        lines += [line for line in (class_line(row, details), notes_line(row.run_id, row.key, row.description, *notes)) if line]
+        people = notes_line(row.run_id, row.key, row.description, *notes)
+        lines += [line for line in (class_line(row, details), people) if line]
         if row.reason != "all units (no query)":
             badge = ":violet-badge[matched a note] " if row.get("note_hits", 0) else ""
             lines.append(f"{badge}why: {markdown_text(row.reason)}")

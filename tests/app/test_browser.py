@@ -157,7 +157,9 @@ window.__firstCard = [];
 """
 
 
-def test_the_first_card_stays_put_while_the_page_draws_and_meaning_joins(browser: sync_api.Browser, app_url: str) -> None:
+def test_the_first_card_stays_put_while_the_page_draws_and_meaning_joins(
+    browser: sync_api.Browser, app_url: str
+) -> None:
     """The first test on the fresh server: its page draws the keyword matches, the sentence model
     loads, the page reruns and the meaning matches join below them. The first card must not move
     meanwhile (a note that came and went above the cards moved them 38 px, and a click

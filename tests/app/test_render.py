@@ -6,14 +6,23 @@ import io
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
-
 import pytest
 import torch
+from PIL import Image
 
-from catalog_app.render import DIM, OUTLINE, grid, highlight, highlighted_exemplars, outline, region_mask, strip, upsample
-from milan_core.catalog import Catalog
+from catalog_app.render import (
+    DIM,
+    OUTLINE,
+    grid,
+    highlight,
+    highlighted_exemplars,
+    outline,
+    region_mask,
+    strip,
+    upsample,
+)
 from milan_core import exemplars
+from milan_core.catalog import Catalog
 from milan_core.exemplars import mask
 
 
@@ -25,7 +34,9 @@ def test_outline_is_the_regions_rim() -> None:
     assert not rim[2:4, 2:4].any() and not (rim & ~region).any()
 
 
-@pytest.mark.parametrize(("height", "width", "size"), [(7, 7, 168), (28, 28, 224), (14, 14, 112), (3, 5, 64), (1, 1, 9)])
+@pytest.mark.parametrize(
+    ("height", "width", "size"), [(7, 7, 168), (28, 28, 224), (14, 14, 112), (3, 5, 64), (1, 1, 9)]
+)
 def test_the_apps_numpy_upsampling_is_torchs(height: int, width: int, size: int) -> None:
     """The app draws regions without torch: its upsampling must be exemplars.upsample's, so that
     the region a person sees is the one the describers measured."""
