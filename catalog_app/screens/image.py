@@ -14,7 +14,7 @@ import torch
 
 from catalog_app.common import open_catalog, run_choice, single_threaded_torch, unit_link
 from catalog_app.probe import ProbeResult, app_device, probe, probe_model, read_upload, strongest
-from catalog_app.render import LEGEND, highlight
+from catalog_app.render import LEGEND, highlight, jpeg
 from catalog_app.text import markdown_text
 from catalog_app.views import basket
 from milan_core.catalog import Catalog
@@ -75,9 +75,9 @@ def stored_image_units(catalog: Catalog, run_id: str, image_id: int) -> None:
 
     def draw(row):
         amap = dequantise(bytes(row.amap), row.amap_min, row.amap_max, row.map_height, row.map_width)
-        return highlight(
+        return jpeg(highlight(
             image.thumbnail, amap, row.threshold, SHOWN
-        ), f"exemplar #{row.rank + 1} · {row.activation:.2f}"
+        )), f"exemplar #{row.rank + 1} · {row.activation:.2f}"
 
     tiles(units, draw)
 
@@ -125,9 +125,9 @@ def live_probe(catalog: Catalog, run_id: str, image_id: int | None) -> None:
     )
 
     def draw(row):
-        return highlight(
+        return jpeg(highlight(
             result.thumbnail, row.amap, row.threshold, SHOWN
-        ), f"strength {row.strength:.2f} · peak {row.peak:.2f}"
+        )), f"strength {row.strength:.2f} · peak {row.peak:.2f}"
 
     tiles(described, draw)
 
