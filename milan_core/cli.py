@@ -141,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     dissect.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
                          help="of the model's forward pass (not fp32: torch autocast; a separate run id)")
     dissect.add_argument("--shards", type=int, default=0, metavar="N",
-                         help="split the images into N Ray tasks (a local Ray of N CPUs unless --ray-address); "
+                         help="split the images into N Ray tasks (a local Ray of this machine's cores unless --ray-address); "
                               "does not change the run id")
     dissect.add_argument("--ray-address", default=None, metavar="ADDRESS",
                          help="join this Ray cluster (host:port of `ray start --head`, or auto) for --shards")

@@ -10,13 +10,19 @@ is units x (k x map + bins), whatever the number of images.
 Ray retries a shard whose worker died (``max_retries``); a shard that keeps failing is named with
 its first and last images, and the catalog at ``--out`` is left as it was. A finished shard's state
 is saved beside the catalog (``dissect.save_checkpoint``), so a rerun of the same command redoes
-only the shards that had not finished. Without ``--ray-address`` a local Ray instance with one
-CPU per shard is started for the job and stopped after it.
+only the shards that had not finished. Without ``--ray-address`` a local Ray instance of the
+machine's cores is started for the job and stopped after it; each shard holds its share of them.
+
+The fixed cost of a shard is its worker's start: Ray's process imports torch, timm and the project
+(4-5 CPU seconds here) before it loads the model. The driver submits the tasks as soon as Ray is up
+and does nothing heavy before; the progress counter's actor lives in ``sharding_progress``, whose
+process imports nothing more.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from collections.abc import Iterable, Iterator
@@ -49,6 +55,7 @@ from milan_core.dissect import (
 from milan_core.errors import UserError
 from milan_core.images import ProbeImage
 from milan_core.runtime import layer_forward, resolve_device, statistics_device
+from milan_core.sharding_progress import Progress
 from milan_core.statistics import HISTOGRAM_BINS
 
 SHARD_RETRIES = 3  # attempts after the first for a shard whose worker process died
@@ -83,34 +90,34 @@ def shard_checkpoint_path(out: Path, run_id: str, shard: Shard) -> Path:
     return checkpoint_path(out, run_id).with_suffix(f".shard{shard.number + 1}of{shard.count}.resume")
 
 
-@ray.remote(num_cpus=0)
-class Progress:
-    """Images done per shard, reported by the tasks after each batch; a retried shard starts again
-    from its new position, so the total never counts an image twice."""
+@dataclass
+class ShardResult:
+    """What a shard's task returns: its state, the backend and device that ran the model
+    (``auto`` resolves on the worker), and when (``time.time()``, the node's clock) the task's
+    function began (the worker started, the project imported) and was ready to read images (the
+    model loaded)."""
 
-    def __init__(self) -> None:
-        self.done: dict[int, int] = {}
-
-    def report(self, shard: int, position: int) -> None:
-        self.done[shard] = position
-
-    def total(self) -> int:
-        return sum(self.done.values())
+    state: DissectionState
+    backend: str
+    device: str
+    entered: float
+    ready: float
 
 
 def dissect_shard(config: DissectConfig, root: Path, probes: list[ProbeImage], number: int, backend: str,
-                  device: str, progress: ray.actor.ActorHandle) -> tuple[DissectionState, str, str]:
-    """One shard's pass in a Ray worker, with one torch thread (a Ray task holds one CPU): its
-    state, and the backend and device that ran the model (``auto`` resolves on the worker)."""
-    torch.set_num_threads(1)
+                  device: str, threads: int, progress: ray.actor.ActorHandle) -> ShardResult:
+    """One shard's pass in a Ray worker, with as many torch threads as the CPUs its task holds."""
+    entered = time.time()
+    torch.set_num_threads(threads)
     on = resolve_device(device)
     loaded = load_dissected(config, on)
     with layer_forward(loaded, config.layers, backend, on, config.workers, config.precision) as forward:
         state = empty_state(loaded, config, forward, statistics_device(on))
+        ready = time.time()
         run_pass(loaded, forward, root, probes, config, state,
                  progress=lambda position: progress.report.remote(number, position))
     state.layers = {name: stats.to("cpu") for name, stats in state.layers.items()}
-    return state, forward.backend, str(on)
+    return ShardResult(state, forward.backend, str(on), entered, ready)
 
 
 def merge_states(states: list[DissectionState]) -> DissectionState:
@@ -125,15 +132,23 @@ def merge_states(states: list[DissectionState]) -> DissectionState:
     return merged
 
 
+def task_cpus(address: str | None, shards: int) -> int:
+    """CPUs (and torch threads) a shard's task holds: on a local Ray, the machine's cores shared
+    among the shards (one shard runs with the threads the one-process job has); on a cluster,
+    whose nodes the driver does not know, one."""
+    return max(1, (os.cpu_count() or 1) // shards) if address is None else 1
+
+
 @contextmanager
 def ray_cluster(address: str | None, shards: int) -> Iterator[None]:
-    """Join the cluster at ``address``, or start a local instance of ``shards`` CPUs (no dashboard,
-    the workers' output kept out of the terminal); stop what was started. Ray's local instance
-    listens on this machine's address, or on the loopback only with the environment variable
-    ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` set before Ray is imported (the tests do)."""
+    """Join the cluster at ``address``, or start a local instance of as many CPUs as the machine
+    has cores, or shards if more (no dashboard, the workers' output kept out of the terminal);
+    stop what was started. Ray's local instance listens on this machine's address, or on the
+    loopback only with the environment variable ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` set before
+    Ray is imported (the tests do)."""
     options: dict[str, object] = {"log_to_driver": False, "logging_level": logging.ERROR}
     if address is None:
-        options.update(num_cpus=shards, include_dashboard=False)
+        options.update(num_cpus=max(shards, os.cpu_count() or 1), include_dashboard=False)
     if ray.is_initialized():  # a caller (a notebook, a test) already connected: use its cluster
         yield
         return
@@ -179,21 +194,21 @@ class ShardJob:
         return sum(self.slices[n].stop - self.slices[n].start for n in numbers)
 
 
-def run_shards(job: ShardJob, states: dict[int, DissectionState], backend: str, device: str,
-               retries: int) -> tuple[list[str], set[tuple[str, str]]]:
-    """Run the shards not in ``states`` as Ray tasks, adding each finished one's state to
-    ``states`` and saving it; (one line per shard that failed, the (backend, device) pairs that ran).
+def run_shards(job: ShardJob, states: dict[int, DissectionState], backend: str, device: str, cpus: int,
+               retries: int) -> tuple[list[str], list[ShardResult]]:
+    """Run the shards not in ``states`` as Ray tasks of ``cpus`` CPUs each, adding each finished
+    one's state to ``states`` and saving it; (one line per shard that failed, the tasks' results).
     A user's mistake met in a shard stops everything at once, as the one-process job would."""
-    task = ray.remote(num_cpus=1, max_retries=retries)(dissect_shard)
-    progress = Progress.remote()
+    task = ray.remote(num_cpus=cpus, max_retries=retries)(dissect_shard)
+    progress = ray.remote(num_cpus=0)(Progress).remote()
     count = len(job.slices)
     pending = {
         task.options(name=f"dissect-shard-{shard.number + 1}-of-{count}").remote(
-            job.config, job.root, job.probes[shard.start:shard.stop], shard.number, backend, device, progress,
+            job.config, job.root, job.probes[shard.start:shard.stop], shard.number, backend, device, cpus, progress,
         ): shard
         for shard in job.slices if shard.number not in states
     }
-    failures, ran_on, started = [], set(), time.perf_counter()
+    failures, results, started = [], [], time.perf_counter()
     resumed = job.images(states)
     with tqdm(total=len(job.probes), initial=resumed, unit="img", desc=f"dissect ({count} shards)",
               dynamic_ncols=True) as bar:
@@ -202,20 +217,32 @@ def run_shards(job: ShardJob, states: dict[int, DissectionState], backend: str, 
             for ref in done:
                 shard = pending.pop(ref)
                 try:
-                    state, used_backend, used_device = ray.get(ref)
+                    result = ray.get(ref)
                 except RayError as error:
                     if isinstance(error, RayTaskError) and isinstance(error.cause, UserError):
                         raise UserError(str(error.cause)) from error
                     failures.append(f"{shard.name(job.probes)} failed: {failure_message(error)}")
                     continue
-                states[shard.number] = state
-                ran_on.add((used_backend, used_device))
+                states[shard.number] = result.state
+                results.append(result)
                 save_checkpoint(job.paths[shard.number], job.config, job.signatures[shard.number],
-                                shard.stop - shard.start, state, time.perf_counter() - started)
+                                shard.stop - shard.start, result.state, time.perf_counter() - started)
             images = resumed + ray.get(progress.total.remote())
             if images > bar.n:
                 bar.update(images - bar.n)
-    return failures, ran_on
+    return failures, results
+
+
+def shard_timings(started: float, connected: float, submitted: float, passed: float,
+                  results: list[ShardResult]) -> dict[str, float]:
+    """The job's wall time until the merge, in stages that add up to it: ``ray`` (the driver's
+    checks and Ray's start, perf-counter seconds), then, from the tasks' clocks (``time.time()``
+    at ``submitted``), ``worker`` (until the last shard's function began: a worker process, its
+    imports) and ``model`` (until the last shard was ready to read images), and ``pass``."""
+    running = passed - connected
+    entered = min(running, max(0.0, max((r.entered for r in results), default=submitted) - submitted))
+    ready = min(running, max(entered, max((r.ready for r in results), default=submitted) - submitted))
+    return {"ray": connected - started, "worker": entered, "model": ready - entered, "pass": running - ready}
 
 
 def dissect_sharded(config: DissectConfig, out: Path, shards: int, address: str | None = None,
@@ -244,18 +271,18 @@ def dissect_sharded(config: DissectConfig, out: Path, shards: int, address: str 
         print(f"resuming run {run_id}: {len(states)} of {shards} shards were done ({resumed_from} images)",
               file=sys.stderr)
     with ray_cluster(address, shards):
-        connected_at = time.perf_counter()
-        failures, ran_on = run_shards(job, states, backend, device, retries)
+        connected_at, submitted = time.perf_counter(), time.time()
+        failures, results = run_shards(job, states, backend, device, task_cpus(address, shards), retries)
     if failures:
         more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
         kept = f"; the {len(states)} finished shard(s) are kept beside {out}, so the same command redoes only the rest"
         raise UserError(f"{failures[0]}{more}{kept if states else ''}; {out} was not changed")
     passed_at = time.perf_counter()
     state = merge_states([states[shard.number] for shard in slices])
-    timings = {"load": connected_at - started, "pass": passed_at - connected_at,
+    timings = {**shard_timings(started, connected_at, submitted, passed_at, results),
                "merge": time.perf_counter() - passed_at}
-    runtime = {"backend": ",".join(sorted({b for b, _ in ran_on})) or backend,
-               "device": ",".join(sorted({d for _, d in ran_on})) or device, "shards": str(shards)}
+    runtime = {"backend": ",".join(sorted({r.backend for r in results})) or backend,
+               "device": ",".join(sorted({r.device for r in results})) or device, "shards": str(shards)}
     summary = write_state(config, out, root, probes, state, timings, runtime, lock_wait,
                           lambda: job.paths[0].parent, resumed_from)
     for path in job.paths:

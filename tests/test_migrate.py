@@ -30,8 +30,8 @@ def write_v1_catalog(path: Path, source: Path) -> None:
         con.execute(f"ATTACH {literal(source)} AS src (READ_ONLY)")
         for table in ("runs", "layers", "exemplars"):
             con.execute(f"INSERT INTO {table} SELECT * FROM src.{table}")
-        for table in ("descriptions", "candidates"):  # version 3 added significance
-            con.execute(f"INSERT INTO {table} SELECT * EXCLUDE (significance) FROM src.{table}")
+        for table in ("descriptions", "candidates"):  # version 3 added significance, 4 agreement
+            con.execute(f"INSERT INTO {table} SELECT * EXCLUDE (significance, agreement) FROM src.{table}")
         con.execute(
             "INSERT INTO units SELECT unit_id, run_id, layer, unit, threshold, quantile, act_mean, act_std, "
             "act_min, act_max, act_min, act_max, hist FROM src.units"

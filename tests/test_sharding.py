@@ -31,6 +31,7 @@ from milan_core.sharding import (  # noqa: E402
     ray_cluster,
     shard_checkpoint_path,
     split,
+    task_cpus,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,6 +88,22 @@ def test_split_covers_the_images_in_order_with_sizes_one_apart() -> None:
     assert split(5, 1) == [Shard(0, 1, 0, 5)]
 
 
+def test_a_local_shard_holds_its_share_of_the_cores_and_a_cluster_shard_one() -> None:
+    cores = os.cpu_count() or 1
+    assert task_cpus(None, 1) == cores  # one shard runs with the one-process job's threads
+    assert task_cpus(None, 2 * cores) == 1
+    assert task_cpus("auto", 1) == 1
+
+
+def test_the_progress_counter_imports_no_torch() -> None:
+    """Ray's process for the counter imports its module: keeping torch out of it keeps that
+    process's start off the shards' cores."""
+    done = subprocess.run([sys.executable, "-c", "import sys, milan_core.sharding_progress; "
+                           "print(sorted(m for m in ('torch', 'ray', 'pandas') if m in sys.modules))"],
+                          cwd=ROOT, capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+
+
 def ray_processes() -> set[int]:
     """The pids of every Ray head process on this machine (its GCS server and raylets)."""
     found = set()
@@ -130,7 +147,9 @@ def test_two_shards_write_the_one_process_catalog(
     local_ray: None, small_catalog: Path, small_config: DissectConfig, tmp_path: Path
 ) -> None:
     out = tmp_path / "sharded.duckdb"
+    started = time.perf_counter()
     summary = dissect_sharded(small_config, out, shards=2)
+    wall = time.perf_counter() - started
     assert summary.n_images == 36 and summary.n_units == 1360 and summary.resumed_from == 0
     assert summary.run_id == small_config.resolved_run_id()
     assert_same_catalog(small_catalog, out)
@@ -139,6 +158,10 @@ def test_two_shards_write_the_one_process_catalog(
     assert recorded["shards"] == "2"  # and the backend and device the shards ran on, as the one process records
     assert (recorded["backend"], recorded["device"]) == (expected["backend"], expected["device"])
     assert not list(tmp_path.glob("*.resume"))
+    with Catalog(out) as catalog:
+        timings = catalog.run().timings  # the stages add up to the job's wall time before the write
+    assert list(timings) == ["ray", "worker", "model", "pass", "merge"] and min(timings.values()) >= 0
+    assert sum(timings.values()) <= wall and summary.seconds >= sum(timings.values())  # none counted twice
     changed = tmp_path / "changed.duckdb"  # the comparison sees a threshold moved past its bin
     changed.write_bytes(out.read_bytes())
     with Catalog(changed, writable=True) as catalog, catalog.transaction() as con:

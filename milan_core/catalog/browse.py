@@ -116,7 +116,7 @@ def descriptions_of(catalog: Catalog, unit_ids: Sequence[int], describer: str | 
 def candidates_of(catalog: Catalog, unit_id: int, describer: str) -> pd.DataFrame:
     """Every candidate the selection rule weighed for the unit, best first."""
     return catalog.query(
-        'SELECT rank, text AS description, log_p_given_e AS "log p(d|E)", log_p AS "log p(d)", score '
+        'SELECT rank, text AS description, log_p_given_e AS "log p(d|E)", log_p AS "log p(d)", score, agreement '
         "FROM candidates WHERE unit_id = ? AND describer = ? ORDER BY rank",
         [int(unit_id), describer],
     )

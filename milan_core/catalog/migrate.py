@@ -59,6 +59,14 @@ MIGRATIONS: tuple[Step, ...] = (
             "ALTER TABLE candidates ADD COLUMN significance DOUBLE",
         ),
     ),
+    Step(
+        4,
+        "descriptions and candidates say how well each agrees with the unit's likely candidates (agreement)",
+        (
+            "ALTER TABLE descriptions ADD COLUMN agreement DOUBLE",
+            "ALTER TABLE candidates ADD COLUMN agreement DOUBLE",
+        ),
+    ),
 )
 
 #: Version 1's tables exactly as that code created them.

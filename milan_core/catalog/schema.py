@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 #: Ordered DDL statements of the current version. Every statement is idempotent so that opening a catalog
 #: for writing can always run them.
@@ -128,6 +128,7 @@ DDL: tuple[str, ...] = (
         evidence         JSON NOT NULL,
         embedding        FLOAT[],
         significance     DOUBLE,            -- p-value: this much evidence by chance (NULL: not measured)
+        agreement        DOUBLE,            -- expected similarity with the unit's likely candidates
         PRIMARY KEY (unit_id, describer)
     )
     """,
@@ -143,6 +144,7 @@ DDL: tuple[str, ...] = (
         score            DOUBLE NOT NULL,
         embedding        FLOAT[],
         significance     DOUBLE,
+        agreement        DOUBLE,
         PRIMARY KEY (unit_id, describer, rank)
     )
     """,

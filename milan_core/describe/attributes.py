@@ -202,7 +202,14 @@ def phrase_table(a: Attributes) -> PhraseTable:
     A phrase's value is the product of its parts (they are measured independently), so a compound
     is never more likely than its words; the prior rewards it when the combination is rare.
     Phrases say what people say of such regions: "the right edge of the image", "corners of the
-    image", "bright highlights on surfaces", "sharp light and dark boundaries".
+    image", "bright highlights on surfaces", "sharp light and dark boundaries". A region's size
+    alone is not one of them: "large areas" says how coarse the layer's maps are, not what the
+    unit sees, and people describe what a large region shows (of the 165 annotated units, one
+    annotation starts from the size, "large upper-centre regions: animal faces, vehicle windows
+    and tops"; the 7 units that won "large areas" scored 0.17 against their annotations).
+    Size still qualifies a phrase ("small bright spots"). The highlight top-hat keeps whatever
+    its square does not fit in, thin bright lines as well as spots, so highlights whose edges run
+    one way are "thin bright lines" (strings, wires, slivers along edges).
     """
     pairs = [(i, j) for i in range(len(COLOURS)) for j in range(len(COLOURS)) if i != j]
     first, second = torch.tensor([p[0] for p in pairs]), torch.tensor([p[1] for p in pairs])
@@ -227,8 +234,10 @@ def phrase_table(a: Attributes) -> PhraseTable:
         _group(["checkered patterns and grids"], "texture", 4.0 * horizontal * vertical * a.edges),
         _group(["bright highlights on surfaces"], "texture", a.highlights),
         _group([f"{c} spots" for c in COLOURS], "shape", small[:, None] * a.colours),
-        _group(["small bright spots"], "shape", small * a.highlights.sqrt()),
-        _group(["large areas"], "shape", a.area / 0.3),
+        _group(["small bright spots", "thin bright lines"], "shape",
+               torch.stack([small * a.highlights.sqrt(), small * a.highlights.sqrt() * (1.0 - spread)], 1)),
+        _group(["small pale patches", "small bright patches"], "shape",
+               torch.stack([small * bright * (1.0 - saturation), small * bright], 1)),
         _group(["bright patches", "dark areas", "pale patches", "smooth plain areas"], "colour",
                torch.stack([bright, dark, bright * (1.0 - saturation), smooth], 1)),
         _group(["edges of objects", "outlines of objects", "sharp light and dark boundaries"], "shape",

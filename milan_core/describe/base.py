@@ -18,7 +18,7 @@ import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -30,6 +30,10 @@ from milan_core.images import as_rgb
 from milan_core.models import Preprocessing
 
 DEFAULT_LAMBDA = 0.2
+#: How sharply ``agree`` reads the PMI scores as a distribution over a unit's descriptions
+#: (softmax of score / T). Chosen on our own 105 annotated units (0.1 to 0.5 tried; 0.3 best),
+#: never on ``../shared``'s 60.
+AGREEMENT_TEMPERATURE = 0.3
 MAX_LAYER_SHARE = 0.15  # no description on more of a layer's units, unless they truly are alike
 SIGNIFICANT = 0.05  # a candidate this unlikely by chance (or less) is evidence of its own
 
@@ -128,11 +132,18 @@ class Candidate:
 
 @dataclass(frozen=True)
 class Scored:
-    """A candidate with its prior and its PMI score."""
+    """A candidate with its prior, its PMI score and, once ``agree`` ranked it, its agreement:
+    the similarity a description of the unit drawn by score would be expected to have with it."""
 
     candidate: Candidate
     log_p: float
     score: float
+    agreement: float | None = None
+
+    @property
+    def preference(self) -> float:
+        """What ranks it: its agreement where ``agree`` measured one, else its score."""
+        return self.score if self.agreement is None else self.agreement
 
 
 @dataclass(frozen=True)
@@ -262,6 +273,35 @@ def select(
     return described
 
 
+def agree(described: Sequence[UnitDescription], vectors: Mapping[str, Sequence[float]],
+          temperature: float = AGREEMENT_TEMPERATURE) -> list[UnitDescription]:
+    """Each unit's candidates better than chance ranked by agreement, the description closest
+    in meaning (``vectors``: unit-length sentence vectors by text) to all of them, weighted by
+    how likely PMI makes each: softmax(score / ``temperature``). Chance-level candidates follow.
+
+    PMI's argmax is the best guess when one description stands out; when several of a unit's
+    candidates score alike ("dog", "dog faces", "heads of dogs", "animal faces"), it picks one
+    of them by a small margin, and a wrong one costs all the meaning it does not share with the
+    right one. The description that agrees most with the likely ones (minimum Bayes risk under
+    sentence similarity) is the one expected to be closest to what a person would write; with a
+    clear winner it is the winner. On our own 105 annotated units (Lite0/1/2) this took the
+    mean similarity from 0.421 to 0.431 (replayed on the stored candidates).
+    """
+    agreed = []
+    for description in described:
+        ranked = list(description.ranked)
+        likely = [s for s in ranked if not chance_level(s)] or ranked
+        scores = np.array([s.score for s in likely])
+        weights = np.exp((scores - scores.max()) / temperature)
+        matrix = np.array([vectors[s.candidate.text] for s in likely], dtype=np.float64)
+        agreement = matrix @ (matrix.T @ (weights / weights.sum()))
+        order = np.argsort(-agreement, kind="stable")
+        best = [replace(likely[i], agreement=float(agreement[i])) for i in order]
+        rest = [s for s in ranked if chance_level(s)] if len(likely) < len(ranked) else []
+        agreed.append(UnitDescription(description.unit_id, (*best, *rest)))
+    return agreed
+
+
 def chance_level(scored: Scored) -> bool:
     """True when random regions of the layer show the candidate's evidence too often."""
     significance = scored.candidate.significance
@@ -281,9 +321,10 @@ def spread_layer_shares(described: Sequence[UnitDescription], layers: Sequence[s
                         max_share: float = MAX_LAYER_SHARE) -> list[UnitDescription]:
     """No description on more than ``max_share`` of a layer's units, unless its units are alike.
 
-    The units of an over-shared description that lose least by it (smallest PMI margin to their
-    best alternative) take that alternative, as long as it is better than chance (significance at
-    most ``SIGNIFICANT``) and not itself full; the units with the clearest claim keep it. A unit
+    The units of an over-shared description that lose least by it (smallest margin to their
+    best alternative, in agreement where ``agree`` ranked them, else in PMI) take that
+    alternative, as long as it is better than chance (significance at most ``SIGNIFICANT``) and
+    not itself full; the units with the clearest claim keep it. A unit
     with no such alternative keeps the shared description: its evidence says nothing else, so
     it is like the others, and ``layer_shares`` reports what is left.
     """
@@ -301,8 +342,8 @@ def spread_layer_shares(described: Sequence[UnitDescription], layers: Sequence[s
             over = [holders for holders in counts.values() if len(holders) > limit]
             moved = False
             for holders in over:
-                margin = {i: result[i].chosen.score - (result[i].ranked[1].score if len(result[i].ranked) > 1 else 0.0)
-                          for i in holders}
+                margin = {i: result[i].chosen.preference - (result[i].ranked[1].preference if len(result[i].ranked) > 1
+                                                            else 0.0) for i in holders}
                 for i in sorted(holders, key=margin.get)[: len(holders) - limit]:
                     rank = _movable(result[i], full)
                     if rank is not None:

@@ -19,13 +19,14 @@ from milan_core.config import CATALOG_PATH, DEFAULT_LAYERS, DEFAULT_MODEL, QUANT
 from milan_core.describe.base import (
     DEFAULT_LAMBDA,
     MAX_LAYER_SHARE,
+    agree,
     layer_priors,
     layer_shares,
     select,
     spread_layer_shares,
 )
 from milan_core.describe.registry import DEFAULT_DESCRIBER, make_describer
-from milan_core.describe.store import description_tables, load_run_view, write_descriptions
+from milan_core.describe.store import candidate_vectors, description_tables, load_run_view, write_descriptions
 from milan_core.runtime import add_device_argument, resolve_device, torch_threads
 
 #: PyTorch threads while describing. Its work here is many small operations, and with two threads
@@ -54,9 +55,10 @@ def describe_run(catalog_path: Path, run_id: str | None, describer: str | None,
     layers = [u.layer for u in run.units]
     priors = layer_priors(chosen.log_prior, proposals, layers)
     kinds = getattr(chosen, "kind_prior", None)
-    described = spread_layer_shares(select([u.unit_id for u in run.units], proposals, priors, lam, kinds), layers)
-    known = getattr(chosen, "known_texts", list)()
-    descriptions, candidates = description_tables(described, chosen.name, known)
+    described = select([u.unit_id for u in run.units], proposals, priors, lam, kinds)
+    vectors = candidate_vectors(described, getattr(chosen, "known_texts", list)())
+    described = spread_layer_shares(agree(described, vectors), layers)
+    descriptions, candidates = description_tables(described, chosen.name, vectors)
     seconds = time.perf_counter() - started
     write_descriptions(catalog_path, run.run_id, chosen.name, descriptions, candidates)
     print(f"described {len(described)} units of run {run.run_id} with {chosen.name} in {seconds:.1f} s "

@@ -59,18 +59,18 @@ def _decoded_maps(frame: pd.DataFrame) -> list[np.ndarray]:
     return maps
 
 
-def _vectors(texts: Sequence[str], known: Sequence[str]) -> dict[str, list[float]]:
-    """One MiniLM vector per distinct text (many units share a description), from the cache, which
-    learns the describer's ``known`` texts at the same time when it has to load the model."""
-    distinct = sorted(set(texts))
+def candidate_vectors(described: Sequence[UnitDescription], known: Sequence[str] = ()) -> dict[str, list[float]]:
+    """One MiniLM vector per distinct candidate text (many units share them), from the cache, which
+    learns the describer's ``known`` texts at the same time when it has to load the model: ``agree``
+    compares every candidate of a unit, and the catalog keeps the top ones for search."""
+    distinct = sorted({s.candidate.text for d in described for s in d.ranked})
     return {text: vector.tolist() for text, vector in zip(distinct, cached_embed(distinct, also=known))}
 
 
 def description_tables(described: Sequence[UnitDescription], describer: str,
-                       known: Sequence[str] = ()) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The rows of ``descriptions`` and ``candidates`` for these units, with search vectors."""
-    top = [s.candidate.text for d in described for s in d.ranked[:EMBEDDED_CANDIDATES]]
-    vectors = _vectors(top, known)
+                       vectors: dict[str, list[float]]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The rows of ``descriptions`` and ``candidates`` for these units, with search vectors
+    (``vectors``: ``candidate_vectors`` of the same units)."""
     descriptions = pd.DataFrame(
         {
             "unit_id": [d.unit_id for d in described],
@@ -81,6 +81,7 @@ def description_tables(described: Sequence[UnitDescription], describer: str,
             "log_p": [d.chosen.log_p for d in described],
             "confidence": [d.confidence for d in described],
             "significance": [d.significance for d in described],
+            "agreement": [d.chosen.agreement for d in described],
             "evidence_type": [d.chosen.candidate.evidence_type for d in described],
             "evidence": [json.dumps(dict(d.chosen.candidate.evidence)) for d in described],
             "embedding": [vectors[d.chosen.candidate.text] for d in described],
@@ -88,10 +89,11 @@ def description_tables(described: Sequence[UnitDescription], describer: str,
     )
     rows = [
         (d.unit_id, describer, rank, s.candidate.text, s.candidate.log_p_given_e, s.log_p, s.score,
-         s.candidate.significance, vectors[s.candidate.text] if rank < EMBEDDED_CANDIDATES else None)
+         s.candidate.significance, s.agreement, vectors[s.candidate.text] if rank < EMBEDDED_CANDIDATES else None)
         for d in described for rank, s in enumerate(d.ranked)
     ]
-    columns = ["unit_id", "describer", "rank", "text", "log_p_given_e", "log_p", "score", "significance", "embedding"]
+    columns = ["unit_id", "describer", "rank", "text", "log_p_given_e", "log_p", "score", "significance",
+               "agreement", "embedding"]
     candidates = pd.DataFrame(rows, columns=columns)
     return descriptions, candidates
 

@@ -8,6 +8,7 @@ import pytest
 
 from milan_core.describe.base import (
     Candidate,
+    agree,
     evidence_prior,
     layer_priors,
     layer_shares,
@@ -15,6 +16,7 @@ from milan_core.describe.base import (
     select,
     spread_layer_shares,
 )
+from milan_core.embedding import cached_embed
 
 
 def _c(text: str, p: float, significance: float | None = None) -> Candidate:
@@ -103,3 +105,25 @@ def test_a_candidate_no_better_than_chance_never_outranks_one_that_is() -> None:
     first, second = select([1, 2], proposals, prior)
     assert first.chosen.candidate.text == "the right edge of the image" and first.ranked[-1].candidate.text == "text"
     assert second.chosen.candidate.text == "unclear"  # the honest label when nothing beats chance
+
+
+def _vectors(texts: list[str]) -> dict[str, list[float]]:
+    return {text: vector.tolist() for text, vector in zip(texts, cached_embed(texts))}
+
+
+def test_agreement_takes_the_description_closest_to_the_likely_ones_and_keeps_a_clear_winner() -> None:
+    """Real MiniLM vectors: a unit whose likely candidates are three ways of saying dog faces and
+    one unrelated object scored a little higher gets a dog-face description; a unit whose object
+    stands far above the rest keeps it; chance-level candidates stay last whatever they mean."""
+    close = [_c("tennis ball", 0.50), _c("dog faces", 0.45), _c("heads of dogs", 0.44), _c("animal faces", 0.43),
+             _c("faces of dogs", 0.6, significance=0.5)]
+    clear = [_c("tennis ball", 0.90), _c("dog faces", 0.10), _c("heads of dogs", 0.10), _c("animal faces", 0.10)]
+    texts = sorted({c.text for c in close + clear})
+    described = select([1, 2], [close, clear], {text: 0.0 for text in texts})
+    assert described[0].chosen.candidate.text == "tennis ball"  # PMI's argmax, by a small margin
+    agreed = agree(described, _vectors(texts))
+    assert agreed[0].chosen.candidate.text in {"dog faces", "heads of dogs", "animal faces"}
+    assert agreed[0].ranked[-1].candidate.text == "faces of dogs" and agreed[0].ranked[-1].agreement is None
+    assert agreed[1].chosen.candidate.text == "tennis ball"
+    values = [s.agreement for s in agreed[0].ranked[:-1]]
+    assert values == sorted(values, reverse=True) and agreed[0].chosen.score == pytest.approx(math.log(0.45), abs=0.02)

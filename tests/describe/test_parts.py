@@ -104,6 +104,20 @@ def test_a_unit_whose_masks_cover_faces_gets_face_candidates_and_others_do_not(
     assert all(c.evidence_type == "part" and c.text in part_texts() for cs in proposed.values() for c in cs)
 
 
+def test_text_on_one_of_three_highlighted_exemplars_is_a_third_of_the_evidence(
+        photo_run: RunView, views: dict, found: Detections, seen: EyeFeatures) -> None:
+    """A person calls a unit's regions "text" when its exemplars highlight text, not when one photo
+    of several does: the value is the share of exemplars on the concept, though the IoU is high."""
+    text = found.masks[found.index["page.png"], CONCEPTS.index("text")]
+    corner = torch.zeros_like(text)
+    corner[:64, :64] = True
+    unit = _unit(4, {"page.png": _grid_map(text), "astronaut.png": _grid_map(corner), "rocket.jpg": _grid_map(corner)})
+    candidate = {c.text: c for c in part_candidates((unit,), (), views, seen)[4]}["text"]
+    assert candidate.evidence["iou"] > 0.3  # most of the highlighted pixels are the page's text
+    assert abs(candidate.evidence["exemplars_on"] - 1 / 3) < 0.05
+    assert abs(candidate.log_p_given_e - math.log(1 / 3)) < 0.15
+
+
 def test_a_unit_on_the_cats_head_gets_weak_cat_face_candidates_and_one_beside_it_none(
         photo_run: RunView, views: dict, seen: EyeFeatures) -> None:
     """The eye's CAM for the cat (a real Lite2 on the real photo) marks its head; a unit whose masks
