@@ -17,6 +17,8 @@ Usage: python bench/bench_browser.py --catalog data/catalog.duckdb [--photos ../
 from __future__ import annotations
 
 import argparse
+import itertools
+import json
 import os
 import re
 import socket
@@ -47,6 +49,14 @@ DRAWN = (
     f"() => !document.querySelector('[data-stale=true]') && {IMAGES}.length == "
     f"[...{IMAGES}].filter(i => i.complete && i.naturalWidth > 0).length"
 )
+#: What the results say (their count line and first unit): a new query's page differs from the last one,
+#: so a wait cannot end on the previous page while the new run has not begun.
+RESULTS = (
+    "() => [...document.querySelectorAll('[data-testid=stCaptionContainer], [data-testid=stAlert]')]"
+    ".map(e => e.innerText).filter(t => /matching units|No unit matches/.test(t)).join() + ' ' + "
+    "(document.querySelector(\"[data-testid=stPageLink-NavLink][href*='unit?']\") || {}).href"
+)
+UNIT_LINKS = "[data-testid=stPageLink-NavLink][href*='unit?']"
 PICTURES = (
     "[...document.querySelectorAll('[data-testid=stImage] img')].filter(i => i.complete && i.naturalWidth > 0).length"
 )
@@ -68,6 +78,25 @@ def wait_healthy(url: str) -> None:
     raise TimeoutError("streamlit did not start")
 
 
+STUCK_SECONDS = 30
+ARTIFACTS = ROOT / "bench" / "out"
+
+
+def unit_page_drawn(page: sync_api.Page) -> None:
+    """Wait until a unit page shows its threshold slider and five exemplar pictures."""
+    page.get_by_text("Threshold (redraws the regions)").wait_for(timeout=STUCK_SECONDS * 1000)
+    page.wait_for_function(f"() => {PICTURES} >= 5", timeout=STUCK_SECONDS * 1000)
+
+
+def stuck_report(page: sync_api.Page, step: str) -> str:
+    """What a step that never finished left on screen: the address, the first words, a screenshot."""
+    shot = ARTIFACTS / f"stuck-{time.strftime('%H%M%S')}.png"
+    page.screenshot(path=str(shot))
+    text = " ".join(page.evaluate("document.body.innerText").split())[:300]
+    images = page.evaluate(f"[{IMAGES}.length, {PICTURES}]")
+    return f"{step}: stuck at {page.url} (pictures drawn/present {images[1]}/{images[0]}; {shot}): {text}"
+
+
 def timed(action, until) -> float:
     start = time.perf_counter()
     action()
@@ -79,7 +108,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--catalog", type=Path, required=True)
     parser.add_argument("--photos", type=Path, default=ROOT.parent / "shared" / "data" / "imagenet-samples")
+    parser.add_argument("--server-log", type=Path, default=Path("bench/out/bench_browser_server.log"),
+                        help="where the Streamlit server's output goes (read it when a step hangs)")
+    parser.add_argument("--clicks", type=int, default=5, help="card clicks timed (from different queries)")
     args = parser.parse_args()
+    args.server_log.parent.mkdir(parents=True, exist_ok=True)
+    log = args.server_log.open("w")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     started = time.perf_counter()
@@ -87,8 +121,8 @@ def main() -> None:
         [sys.executable, "-m", "streamlit", "run", str(ROOT / "catalog_app" / "app.py"), "--server.port", str(port)],
         cwd=ROOT,
         env={**os.environ, "MILAN_CATALOG": str(args.catalog.resolve())},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     try:
         wait_healthy(url)
@@ -97,6 +131,10 @@ def main() -> None:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.set_default_timeout(120_000)
+            problems: list[str] = []
+            page.on("console", lambda m: m.type == "error" and problems.append(f"console error: {m.text[:200]}"))
+            page.on("requestfailed", lambda r: problems.append(f"request failed: {r.url} {r.failure}"))
+            page.on("response", lambda r: r.status >= 400 and problems.append(f"HTTP {r.status}: {r.url}"))
             request = time.perf_counter()
             page.goto(f"{url}/?q=dog")
             page.locator("[data-testid=stPageLink-NavLink]").first.wait_for()
@@ -114,13 +152,14 @@ def main() -> None:
             enter = []
             for query in QUERIES[1:]:
                 box.fill(query)
+                shown = page.evaluate(RESULTS)
                 enter.append(
                     timed(
                         lambda: box.press("Enter"),
-                        lambda q=query: page.wait_for_function(
+                        lambda q=query, shown=shown: page.wait_for_function(
                             f"() => location.search.includes('q={q}') && !document.querySelector('[data-stale=true]')"
                             f" && /matching units|No unit matches/.test(document.body.innerText)"
-                            f" && {PICTURES} == {IMAGES}.length"
+                            f" && ({RESULTS})() !== {json.dumps(shown)} && {PICTURES} == {IMAGES}.length"
                         ),
                     )
                 )
@@ -128,26 +167,24 @@ def main() -> None:
                 f"Enter -> cards, {len(enter)} new queries: median {statistics.median(enter):.2f} s, "
                 f"max {max(enter):.2f} s (goal <= 0.5 s)"
             )
-            opened = []
-            for query in QUERIES[1:]:
+            opened, stuck = [], []
+            for query in itertools.islice(itertools.cycle(QUERIES[1:]), 3 * args.clicks):
+                if len(opened) + len(stuck) == args.clicks:
+                    break
                 page.goto(f"{url}/?q={query}")
                 page.get_by_text(re.compile("matching units|No unit matches")).first.wait_for()
-                if len(opened) == 5 or page.get_by_text("No unit matches").count():  # five, from queries with units
+                if page.get_by_text("No unit matches").count():
                     continue
-                link = page.locator("[data-testid=stPageLink-NavLink]").first
-                link.wait_for()
-                opened.append(
-                    timed(
-                        link.click,
-                        lambda: (
-                            page.get_by_text("Threshold (redraws the regions)").wait_for(),
-                            page.wait_for_function(f"() => {PICTURES} >= 5"),
-                        ),
-                    )
-                )
+                page.wait_for_function(DRAWN)  # a person clicks a card they see
+                link = page.locator(f"{UNIT_LINKS}").first
+                try:
+                    opened.append(timed(link.click, lambda: unit_page_drawn(page)))
+                except sync_api.TimeoutError:
+                    stuck.append(stuck_report(page, f"card click from /?q={query}"))
             print(
                 f"card -> unit page, {len(opened)} units: median {statistics.median(opened):.2f} s, "
-                f"max {max(opened):.2f} s (goal <= 1 s)"
+                f"max {max(opened):.2f} s (goal <= 1 s); {len(stuck)} click(s) not drawn within "
+                f"{STUCK_SECONDS} s" + "".join(f"\n  {line}" for line in stuck)
             )
             page.goto(f"{url}/image")
             upload = page.locator("input[type=file]")
@@ -168,6 +205,7 @@ def main() -> None:
                 f"{statistics.median(probes[1:]):.2f} s over {len(probes) - 1} (goal <= 1.5 s)"
             )
             browser.close()
+        print(f"browser problems: {len(problems)}" + "".join(f"\n  {line}" for line in problems[:20]))
     finally:
         server.terminate()
         server.wait(timeout=20)

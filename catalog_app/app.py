@@ -16,7 +16,7 @@ if str(APP_DIR.parent) not in sys.path:  # `streamlit run` puts only this folder
 import streamlit as st  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
-from catalog_app.common import close_catalogs, warm_up  # noqa: E402
+from catalog_app.common import close_catalogs  # noqa: E402
 from catalog_app.navigation import SHORTCUTS  # noqa: E402
 from catalog_app.navigation import install as install_navigation  # noqa: E402
 
@@ -54,7 +54,6 @@ def page_icon() -> Image.Image:
 
 
 def main() -> None:
-    warm_up()
     st.set_page_config(page_title="Neuron catalog", page_icon=page_icon(), layout="wide")
     page = st.navigation(pages())
     try:

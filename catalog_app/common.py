@@ -40,6 +40,7 @@ import streamlit as st
 
 from catalog_app.text import markdown_text
 from milan_core.catalog import MAKE_ONE, Catalog
+from milan_core.catalog.search import meaning_ready
 from milan_core.errors import UserError
 
 DEFAULT_CATALOG = Path("data/catalog.duckdb")
@@ -159,26 +160,30 @@ def close_catalogs() -> None:
     _opened.catalogs = []
 
 
-def _import_torch() -> None:
-    """torch and the masks' module, with one intra-op thread: the app runs torch on one photo (live
-    probe) or one query (MiniLM) at a time, where more threads only contend (Lite0 on one photo took
-    3.0 s with 2 threads and 0.10 s with 1 on this 2-core machine at load 23)."""
+def single_threaded_torch() -> None:
+    """One intra-op thread for torch: the app runs it on one photo (live probe) or one query
+    (MiniLM) at a time, where more threads only contend (Lite0 on one photo took 3.0 s with 2
+    threads and 0.10 s with 1 on this 2-core machine at load 23)."""
     import torch
-
-    import milan_core.exemplars  # noqa: F401  (what drawing a region needs)
 
     torch.set_num_threads(1)
 
 
+def _load_meaning() -> None:
+    single_threaded_torch()
+    meaning_ready()
+
+
 def warm_up() -> None:
-    """Start importing torch in the background, once per server process: it took 2-8 s here (more
-    under load), and the first page draws its frame, search box and cards' text without it; the
-    first picture waits for the import to finish instead of the whole page."""
+    """Start loading the sentence model (and torch under it) in the background, once per server
+    process. Called once the browser has drawn a page, not before: the load took 5-20 s here and
+    holds the GIL most of that time, so while it ran the server answered the page's own requests
+    (its scripts, its pictures) seconds late, and the first page took 5-9 s to draw."""
     global _warm_up_started
     with _warm_up_lock:
         if not _warm_up_started:
             _warm_up_started = True
-            threading.Thread(target=_import_torch, name="milan-import-torch", daemon=True).start()
+            threading.Thread(target=_load_meaning, name="milan-warm-up", daemon=True).start()
 
 
 def catalog_key(catalog: Catalog) -> CatalogKey:

@@ -1,18 +1,21 @@
 """Exemplar pictures: a thumbnail with the unit's region shown (outside dimmed, region outlined).
 
 The region is where the exemplar's stored activation map, upsampled to the picture, exceeds the
-unit's threshold (``milan_core.exemplars.mask``) — the same rule the describers use, so what a person
-sees is what was described. The ``heatmap`` style lays the upsampled map itself over the photo
-instead (red where the unit fires most), for regions too small to read when dimmed. A whole-image
-unit (a 1x1 map: logits, pooled features) has no region to show: its pictures are drawn as they are.
+unit's threshold — the rule of ``milan_core.exemplars.mask``, which the describers use, so what a
+person sees is what was described. The upsampling is done here in numpy, with the weights of
+torch's bilinear ``interpolate`` (tested equal to it): the app draws its pictures without
+importing torch, which took seconds on this busy machine and held up the first page. The
+``heatmap`` style lays the upsampled map itself over the photo instead (red where the unit fires
+most), for regions too small to read when dimmed. A whole-image unit (a 1x1 map: logits, pooled
+features) has no region to show: its pictures are drawn as they are.
 No Streamlit here, so the drawing tests and caches simply.
 """
 
 from __future__ import annotations
 
 import io
+from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -20,9 +23,7 @@ from PIL import Image
 
 from milan_core.catalog import Catalog
 from milan_core.catalog.browse import exemplar_rows
-
-if TYPE_CHECKING:
-    from types import ModuleType
+from milan_core.exemplars import dequantise
 
 #: Brightness kept outside the region, and the outline's colour (amber reads on photos).
 DIM = 0.3
@@ -37,12 +38,31 @@ LEGEND = {
 }
 
 
-def _maps() -> ModuleType:
-    """``milan_core.exemplars`` (the masks' rule), imported when a picture is first drawn: it imports
-    torch, which took seconds on this busy machine, and the page's frame and text need none of it."""
-    from milan_core import exemplars
+@lru_cache(maxsize=64)
+def bilinear_weights(source: int, target: int) -> np.ndarray:
+    """(target, source) weights of a bilinear resize from ``source`` to ``target`` cells, as torch's
+    ``interpolate(mode="bilinear", align_corners=False)`` computes them (float32, half-pixel centres,
+    coordinates below 0 clamped to 0, the last cell repeated past the edge)."""
+    scale = np.float32(source / target)
+    centres = np.maximum(scale * (np.arange(target, dtype=np.float32) + np.float32(0.5)) - np.float32(0.5), 0)
+    low = centres.astype(np.int64)
+    high = np.minimum(low + 1, source - 1)
+    above = np.where(high > low, centres - low.astype(np.float32), np.float32(0))  # past the edge: the last cell
+    weights = np.zeros((target, source), np.float32)
+    np.add.at(weights, (np.arange(target), low), np.float32(1) - above)
+    np.add.at(weights, (np.arange(target), high), above)
+    return weights
 
-    return exemplars
+
+def upsample(amap: np.ndarray, size: int) -> np.ndarray:
+    """An (H, W) map bilinearly resized to (size, size): ``milan_core.exemplars.upsample`` in numpy."""
+    amap = np.asarray(amap, np.float32)
+    return bilinear_weights(amap.shape[0], size) @ amap @ bilinear_weights(amap.shape[1], size).T
+
+
+def region_mask(amap: np.ndarray, threshold: float, size: int) -> np.ndarray:
+    """The exemplar's region at ``size`` x ``size``: where the upsampled map exceeds the threshold."""
+    return upsample(amap, size) > threshold
 
 
 def outline(region: np.ndarray) -> np.ndarray:
@@ -78,7 +98,7 @@ def highlight(
     pixels = np.asarray(picture)
     if style == "heatmap":
         return Image.fromarray(heatmap(pixels, amap, threshold))
-    region = _maps().mask(amap, threshold, pixels.shape[0])
+    region = region_mask(amap, threshold, pixels.shape[0])
     shown = np.where(region[..., None], pixels, (pixels * dim).astype(np.uint8))
     if outlined:
         shown[outline(region)] = OUTLINE
@@ -87,10 +107,22 @@ def highlight(
 
 def heatmap(pixels: np.ndarray, amap: np.ndarray, threshold: float) -> np.ndarray:
     """The photo with red laid over it in proportion to how far the upsampled map exceeds the threshold."""
-    levels = _maps().upsample(amap, pixels.shape[0]).numpy()
+    levels = upsample(amap, pixels.shape[0])
     top = max(float(levels.max()), threshold + 1e-6)
     alpha = (np.clip((levels - threshold) / (top - threshold), 0.0, 1.0) * 0.7)[..., None]
     return (pixels * (1 - alpha) + HEAT * alpha).astype(np.uint8)
+
+
+#: JPEG quality of the pictures the app sends: Streamlit encodes a picture it is given at 100, three
+#: times the bytes of 85 (a card's strip: 92 KB against 30 KB) and 2.5 times the time.
+JPEG_QUALITY = 85
+
+
+def jpeg(picture: Image.Image) -> bytes:
+    """The picture as the JPEG the browser gets (Streamlit passes such bytes on as they are)."""
+    buffer = io.BytesIO()
+    picture.save(buffer, format="JPEG", quality=JPEG_QUALITY)
+    return buffer.getvalue()
 
 
 def strip(pictures: list[Image.Image], gap: int = GAP) -> Image.Image:
@@ -125,7 +157,7 @@ def draw_exemplars(
     """One unit's exemplar rows drawn with their regions at ``threshold`` (default: the unit's), with captions."""
     drawn = []
     for row in rows.itertuples():
-        amap = _maps().dequantise(bytes(row.amap), row.amap_min, row.amap_max, row.map_height, row.map_width)
+        amap = dequantise(bytes(row.amap), row.amap_min, row.amap_max, row.map_height, row.map_width)
         level = row.threshold if threshold is None else threshold
         caption = f"#{row.rank + 1} {Path(row.path).stem} ({row.activation:.2f})"
         drawn.append((highlight(bytes(row.thumbnail), amap, level, size, style), caption))

@@ -16,10 +16,9 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
-from PIL import Image
 
 from catalog_app.common import CatalogKey, catalog_key, image_link, unit_link
-from catalog_app.render import LEGEND, STYLES, draw_exemplars, highlighted_exemplars, strip
+from catalog_app.render import LEGEND, STYLES, draw_exemplars, jpeg, strip
 from catalog_app.text import markdown_text
 from milan_core.catalog import Catalog
 from milan_core.catalog.browse import card_details, exemplar_rows, top_candidates
@@ -38,23 +37,19 @@ IMAGENET_CLASSES = 1000
 
 @st.cache_data(max_entries=2048, show_spinner=False)
 def exemplar_pictures(
-    _catalog: Catalog,
-    key: CatalogKey,
-    unit_id: int,
-    threshold: float | None,
-    k: int | None,
-    size: int | None,
-    style: str = "dim",
-) -> list[tuple[Image.Image, str]]:
-    """The unit's highlighted exemplars with captions (cached; ``key`` stands for the catalog)."""
-    return highlighted_exemplars(_catalog, unit_id, threshold, k, size, style)
+    key: CatalogKey, unit_id: int, threshold: float, size: int, style: str, first: int, _rows: pd.DataFrame
+) -> list[tuple[bytes, str]]:
+    """Some of a unit's exemplars (``_rows``, from rank ``first`` on) drawn at ``size`` as JPEGs with
+    their captions, cached per (catalog, unit, threshold, size, style, first): the unit page draws
+    its exemplars a row at a time, so the first row is on screen before the others are drawn."""
+    return [(jpeg(picture), caption) for picture, caption in draw_exemplars(_rows, threshold, size, style)]
 
 
 @st.cache_data(max_entries=2048, show_spinner=False)
-def card_picture(key: CatalogKey, unit_id: int, threshold: float, style: str, _rows: pd.DataFrame) -> Image.Image:
-    """The card's strip of the unit's first exemplars, cached per (catalog, unit, threshold, style);
-    ``_rows`` are the unit's exemplar rows, fetched for the whole page in one query."""
-    return strip([picture for picture, _ in draw_exemplars(_rows, threshold, CARD_PICTURE, style)])
+def card_picture(key: CatalogKey, unit_id: int, threshold: float, style: str, _rows: pd.DataFrame) -> bytes:
+    """The card's strip of the unit's first exemplars as a JPEG, cached per (catalog, unit,
+    threshold, style); ``_rows`` are the unit's exemplar rows, fetched for the whole page in one query."""
+    return jpeg(strip([picture for picture, _ in draw_exemplars(_rows, threshold, CARD_PICTURE, style)]))
 
 
 def region_style(where: Any = st) -> str:
@@ -172,26 +167,28 @@ def unit_card(
 ) -> Callable[[], None]:
     """One unit: its id (a link to its page), description, how sure, its top candidates, what
     people said, why it matched, and its exemplars. Returns what draws its picture into its place,
-    for ``card_grid`` to call once every card's text is drawn (the text needs no torch; see warm_up)."""
+    for ``card_grid`` to call once every card's text is drawn (the person reads while pictures come)."""
     with st.container(border=True):
         unit_link(row.run_id, row.key, bold=True)
         described = isinstance(row.description, str)
         st.markdown(markdown_text(row.description) if described else "_not described yet_")
+        lines = []  # one caption of several lines: a page of 24 cards is 24 elements, not 100
         if pd.notna(row.score):
             significance = details.significance if details is not None else None
-            st.caption(
+            lines.append(
                 f"{evidence_badge(float(row.confidence))} PMI {row.score:.2f} · {markdown_text(row.evidence_type)}"
                 + (f" · IoU {row.best_iou:.2f}" if pd.notna(row.best_iou) else "")
                 + (f" · significance {significance:.2g}" if pd.notna(significance) else "")
             )
         if not candidates.empty:
-            st.caption("candidates: " + " · ".join(markdown_text(text) for text in candidates.text))
-        for line in (class_line(row, details), notes_line(row.run_id, row.key, row.description, *notes)):
-            if line:
-                st.caption(line)
+            lines.append("candidates: " + " · ".join(markdown_text(text) for text in candidates.text))
+        people = notes_line(row.run_id, row.key, row.description, *notes)
+        lines += [line for line in (class_line(row, details), people) if line]
         if row.reason != "all units (no query)":
             badge = ":violet-badge[matched a note] " if row.get("note_hits", 0) else ""
-            st.caption(f"{badge}why: {markdown_text(row.reason)}")
+            lines.append(f"{badge}why: {markdown_text(row.reason)}")
+        if lines:
+            st.caption("  \n".join(lines))
         place = st.empty()
         if not exemplars.empty:  # one link per exemplar of the strip, under it; a click on it follows its link
             for column, shown in zip(st.columns(len(exemplars)), exemplars.itertuples()):

@@ -4,15 +4,20 @@ An exemplar's activation map is stored at feature-map size, quantised to uint8 b
 minimum and maximum: 1 byte a cell, instead of 2 for float16, which keeps a catalog of EfficientNet
 layers well under 5 KB a unit while the mask (the map upsampled to the image, above the unit's
 threshold) moves by at most 1/255 of the map's range.
+
+torch is imported by the functions that use it, not here: the catalog browser decodes maps with
+``dequantise`` and draws its first page before torch (seconds to import on a busy machine) is loaded.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -26,6 +31,8 @@ class QuantisedMaps:
 
 def quantise(maps: torch.Tensor) -> QuantisedMaps:
     """Quantise (..., H*W) float maps to uint8, each between its own min and max."""
+    import torch
+
     low, high = maps.amin(dim=-1), maps.amax(dim=-1)
     span = (high - low).clamp_min(1e-12)[..., None]
     codes = torch.round((maps - low[..., None]) / span * 255).clamp(0, 255).to(torch.uint8)
@@ -50,6 +57,9 @@ def dequantise_many(codes: np.ndarray, lows: np.ndarray, highs: np.ndarray, heig
 
 def upsample(amap: np.ndarray | torch.Tensor, size: int) -> torch.Tensor:
     """An (H, W) map bilinearly resized to (size, size), as Network Dissection does."""
+    import torch
+    import torch.nn.functional as F
+
     tensor = torch.as_tensor(np.asarray(amap, dtype=np.float32))[None, None]
     return F.interpolate(tensor, size=(size, size), mode="bilinear", align_corners=False)[0, 0]
 

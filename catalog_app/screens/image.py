@@ -12,9 +12,9 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from catalog_app.common import open_catalog, run_choice, unit_link
+from catalog_app.common import open_catalog, run_choice, single_threaded_torch, unit_link
 from catalog_app.probe import ProbeResult, app_device, probe, probe_model, read_upload, strongest
-from catalog_app.render import LEGEND, highlight
+from catalog_app.render import LEGEND, highlight, jpeg
 from catalog_app.text import markdown_text
 from catalog_app.views import basket
 from milan_core.catalog import Catalog
@@ -32,6 +32,7 @@ SHOWN = 168
 @st.cache_resource(max_entries=2, show_spinner="Loading the run's model …")
 def cached_model(model_name: str, weights: str | None, device: str) -> LoadedModel:
     """The run's model on the app's device, loaded once per server process."""
+    single_threaded_torch()
     return probe_model(model_name, weights, torch.device(device))
 
 
@@ -39,8 +40,8 @@ def unit_tile(run_id: str, key: str, picture, description: object, line: str) ->
     """One unit on an image: its region drawn on the picture, a link to it, its description."""
     st.image(picture, width="stretch")
     unit_link(run_id, key, bold=True)
-    st.caption(markdown_text(description) if isinstance(description, str) else "not described yet")
-    st.caption(line)
+    text = markdown_text(description) if isinstance(description, str) else "not described yet"
+    st.caption(f"{text}  \n{line}")  # one element, two lines: a probe draws 30 tiles
 
 
 def tiles(rows: pd.DataFrame, draw) -> None:
@@ -74,9 +75,9 @@ def stored_image_units(catalog: Catalog, run_id: str, image_id: int) -> None:
 
     def draw(row):
         amap = dequantise(bytes(row.amap), row.amap_min, row.amap_max, row.map_height, row.map_width)
-        return highlight(
+        return jpeg(highlight(
             image.thumbnail, amap, row.threshold, SHOWN
-        ), f"exemplar #{row.rank + 1} · {row.activation:.2f}"
+        )), f"exemplar #{row.rank + 1} · {row.activation:.2f}"
 
     tiles(units, draw)
 
@@ -124,9 +125,9 @@ def live_probe(catalog: Catalog, run_id: str, image_id: int | None) -> None:
     )
 
     def draw(row):
-        return highlight(
+        return jpeg(highlight(
             result.thumbnail, row.amap, row.threshold, SHOWN
-        ), f"strength {row.strength:.2f} · peak {row.peak:.2f}"
+        )), f"strength {row.strength:.2f} · peak {row.peak:.2f}"
 
     tiles(described, draw)
 

@@ -15,14 +15,14 @@ from typing import Any
 
 import streamlit as st
 
-from catalog_app.common import CatalogKey, catalog_key, open_catalog
+from catalog_app.common import CatalogKey, catalog_key, open_catalog, warm_up
 from catalog_app.export import export_csv
 from catalog_app.text import markdown_text
 from catalog_app.views import basket, card_grid, match_controls, picked, region_style
 from milan_core.catalog import Catalog
 from milan_core.catalog.browse import layer_names
 from milan_core.catalog.notes import Notes
-from milan_core.catalog.search import default_describer, describers, meaning_ready, search_units
+from milan_core.catalog.search import default_describer, describers, meaning_loaded, search_units
 from milan_core.config import EVIDENCE_TYPES
 
 PAGE_SIZE = 24
@@ -126,10 +126,20 @@ def page_options(options: dict[str, Any], page: int) -> tuple[tuple[str, Any], .
     return tuple(sorted({**options, "limit": PAGE_SIZE, "offset": (page - 1) * PAGE_SIZE}.items()))
 
 
+KEYWORDS_ONLY = " · keyword matches only for now: meaning matches join when the sentence model has loaded"
+TICKED = "search_ticked"
+
+
 @st.fragment(run_every=1.0)
 def rerun_when_meaning_is_ready() -> None:
-    """Redraw the page once the sentence model has loaded, so the meaning matches join."""
-    if meaning_ready():
+    """Start loading the sentence model once the browser has drawn the page, and redraw the page
+    when it has loaded, so the meaning matches join. Its first call is in the page's own run and
+    does nothing; the next ones are the browser's ticks, a second after it drew the page."""
+    if not st.session_state.get(TICKED):
+        st.session_state[TICKED] = True
+        return
+    warm_up()
+    if meaning_loaded():
         st.rerun()
 
 
@@ -150,29 +160,29 @@ def main() -> None:
         placeholder="e.g. face, stripes, blue sky",
         max_chars=10_000,
     )
-    options["semantic"] = not query.strip() or meaning_ready()
+    options["semantic"] = not query.strip() or meaning_loaded()
     page = requested_page()
     results = cached_search(catalog, key, notes, query, page_options(options, page))
     if results.empty and page > 1:  # a page past the end, e.g. after the filters narrowed the set
         page = 1
         results = cached_search(catalog, key, notes, query, page_options(options, page))
     total = int(results.total.iloc[0]) if len(results) else 0
-    if not options["semantic"]:
-        st.caption("Keyword matches only for now: meaning matches join when the sentence model has loaded.")
-        rerun_when_meaning_is_ready()
+    waiting = "" if options["semantic"] else KEYWORDS_ONLY  # said on a line that is there anyway: nothing moves
     if total == 0 and not choices["describers"]:
         st.info(
             "No unit has a description yet; add them with: python -m milan_core describe --catalog "
             + markdown_text(catalog.path)
         )
     elif total == 0:
-        st.info("No unit matches; try another word or loosen the filters.")
+        st.info("No unit matches; try another word or loosen the filters" + waiting + ".")
     else:
         first = (page - 1) * PAGE_SIZE
-        st.caption(f"{total} matching units · showing {first + 1}–{first + len(results)}")
+        st.caption(f"{total} matching units · showing {first + 1}–{first + len(results)}{waiting}")
         st.pagination(max(1, math.ceil(total / PAGE_SIZE)), key="page", bind="query-params")
         card_grid(catalog, results, options["describer"] or default_describer(catalog), style)
     export_controls(catalog, query, options, total)
+    if waiting:  # last: the rerun without it then changes no element above it, and nothing moves
+        rerun_when_meaning_is_ready()
 
 
 main()

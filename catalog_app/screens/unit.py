@@ -30,15 +30,17 @@ AUTHOR = "notes_author"
 
 
 def show_exemplars(catalog: Catalog, run_id: str, unit_id: int, threshold: float, style: str) -> None:
-    """Every exemplar large, each a link to its image's page (all the units it excites)."""
-    pictures = exemplar_pictures(catalog, catalog_key(catalog), unit_id, threshold, None, LARGE, style)
-    image_ids = exemplar_rows(catalog, [unit_id]).image_id.tolist()
+    """Every exemplar large, each a link to its image's page (all the units it excites), drawn a
+    row at a time (the first row shows while the next is drawn)."""
+    rows = exemplar_rows(catalog, [unit_id])
+    key = catalog_key(catalog)
     st.caption(f"Regions: {LEGEND[style]}. Hover a picture for its full-screen button.")
-    shown = list(zip(pictures, image_ids))
-    for start in range(0, len(shown), PER_ROW):
-        for column, ((picture, caption), image_id) in zip(st.columns(PER_ROW), shown[start : start + PER_ROW]):
+    for start in range(0, len(rows), PER_ROW):
+        shown = rows.iloc[start : start + PER_ROW]
+        pictures = exemplar_pictures(key, unit_id, threshold, LARGE, style, start, shown)
+        for column, (picture, caption), image_id in zip(st.columns(PER_ROW), pictures, shown.image_id):
             column.image(picture, caption=markdown_text(caption), width="stretch")
-            image_link(run_id, image_id, "units of this image", column)
+            image_link(run_id, int(image_id), "units of this image", column)
 
 
 def show_headline(catalog: Catalog, described: pd.Series | None) -> None:

@@ -138,23 +138,28 @@ def embedding_model_loaded() -> bool:
 _meaning_lock = threading.Lock()
 
 
-def _load_meaning() -> None:
-    query_vector("face")  # loads MiniLM once per process
+def load_meaning() -> None:
+    """Load MiniLM (once per process; seconds: importing transformers, reading the weights)."""
+    query_vector("face")
     _meaning_loaded.set()
+
+
+def meaning_loaded() -> bool:
+    """Whether queries can be embedded now, without starting anything."""
+    return _meaning_loaded.is_set() or embedding_model_loaded()
 
 
 def meaning_ready() -> bool:
     """Whether queries can be embedded now; if not, start loading MiniLM in the background (once).
 
-    Loading it takes seconds (importing transformers, reading the weights), so a fresh app draws its
-    keyword matches at once with ``semantic=False`` and lets the meaning matches join when this
-    says the model is there.
+    A fresh app draws its keyword matches at once with ``semantic=False`` and lets the meaning
+    matches join when this says the model is there.
     """
-    if _meaning_loaded.is_set() or embedding_model_loaded():
+    if meaning_loaded():
         return True
     with _meaning_lock:
         if not any(t.name == "milan-load-minilm" for t in threading.enumerate()):
-            threading.Thread(target=_load_meaning, name="milan-load-minilm", daemon=True).start()
+            threading.Thread(target=load_meaning, name="milan-load-minilm", daemon=True).start()
     return False
 
 

@@ -135,6 +135,47 @@ def wait_for_meaning(page: sync_api.Page) -> None:
     page.get_by_text("Keyword matches only for now").wait_for(state="hidden", timeout=180_000)
 
 
+#: Records, every frame from the document's start, where the first card's unit link is (its
+#: address and its top on the page): a card that moves under the pointer takes a click elsewhere.
+#: Frames while a widget above it is still Streamlit's placeholder (its code not loaded yet, on a
+#: browser's first visit) are left out: in one run of the whole suite under load the card was 20 px
+#: higher at first, most likely such a placeholder (not caught in the act).
+RECORD_FIRST_CARD = """
+window.__firstCard = [];
+(function record() {
+  const link = document.querySelector("[data-testid=stPageLink-NavLink][href*='unit?']");
+  const main = document.querySelector('[data-testid=stMain]');
+  const waiting = link && [...document.querySelectorAll('[data-testid=stMain] [data-testid=stSkeleton]')]
+    .some((skeleton) => skeleton.getBoundingClientRect().top < link.getBoundingClientRect().top);
+  if (link && main && !waiting) {
+    const spot = [link.getAttribute('href'), Math.round(link.getBoundingClientRect().top + main.scrollTop)];
+    const last = window.__firstCard[window.__firstCard.length - 1];
+    if (!last || last[0] !== spot[0] || last[1] !== spot[1]) window.__firstCard.push(spot);
+  }
+  requestAnimationFrame(record);
+})();
+"""
+
+
+def test_the_first_card_stays_put_while_the_page_draws_and_meaning_joins(
+    browser: sync_api.Browser, app_url: str
+) -> None:
+    """The first test on the fresh server: its page draws the keyword matches, the sentence model
+    loads, the page reruns and the meaning matches join below them. The first card must not move
+    meanwhile (a note that came and went above the cards moved them 38 px, and a click
+    in that moment landed on another card's picture: the benchmark's click that never drew its unit)."""
+    tab = new_tab(browser)
+    tab.add_init_script(RECORD_FIRST_CARD)
+    tab.goto(f"{app_url}/?q=faces&sim=0.4")
+    tab.get_by_text("matching units").first.wait_for()
+    wait_for_meaning(tab)
+    tab.get_by_text("Related", exact=False).first.wait_for()  # the meaning matches have joined
+    tab.wait_for_function(f"() => !document.querySelector('[data-stale=true]') && {DECODED_PICTURES} >= 3")
+    spots = tab.evaluate("window.__firstCard")
+    tab.context.close()
+    assert len(spots) == 1, spots  # one link, one place, from its first frame on
+
+
 def test_typing_a_query_shows_cards_with_pictures_and_exports_them(
     page: sync_api.Page, app_url: str, tmp_path: Path
 ) -> None:
