@@ -141,8 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     dissect.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
                          help="of the model's forward pass (not fp32: torch autocast; a separate run id)")
     dissect.add_argument("--shards", type=int, default=0, metavar="N",
-                         help="split the images into N Ray tasks (a local Ray of this machine's cores unless --ray-address); "
-                              "does not change the run id")
+                         help="split the images into N Ray tasks (a local Ray of this machine's cores unless "
+                              "--ray-address); does not change the run id")
     dissect.add_argument("--ray-address", default=None, metavar="ADDRESS",
                          help="join this Ray cluster (host:port of `ray start --head`, or auto) for --shards")
     dissect.add_argument("--describe", action="store_true", help="also describe every unit")
