@@ -42,8 +42,8 @@ SIGNIFICANT = 0.05  # a candidate this unlikely by chance (or less) is evidence 
 # one, or text (faces, eyes, heads, muzzles: detectors and the eye's geometry); scene: stuff and
 # places (sky, grass, road, wall); colour: colour terms inside the masks;
 # texture: orientation and pattern (stripes, dots, grids, edges); position: where in the image the
-# masks lie (top or bottom boundaries); shape: size and form of the masks (small spots, large
-# areas); none: no clear evidence, an honest low-confidence label.
+# masks lie (top or bottom boundaries); shape: size and form of the masks (small spots, thin
+# lines, outlines); none: no clear evidence, an honest low-confidence label.
 
 #: The label of a unit with no clear evidence.
 NO_EVIDENCE_TEXT = "unclear"
@@ -220,8 +220,9 @@ def layer_priors(
 ) -> list[Mapping[str, float]]:
     """Each unit's ``log p(d)``, estimated by the describer from the proposals of its own layer.
 
-    A layer's units share a resolution and a depth: "large areas" is true of most units of a
-    coarse layer and of few units of a fine one, so its prior is the layer's, not the run's.
+    A layer's units share a resolution and a depth: a description true of most units of one
+    layer (regions as large as a coarse layer's, the photos a deep layer picks) may be true of
+    few units of another, so its prior is the layer's, not the run's.
     """
     by_layer: dict[str, list[int]] = {}
     for i, layer in enumerate(layers):
@@ -290,14 +291,15 @@ def agree(described: Sequence[UnitDescription], vectors: Mapping[str, Sequence[f
     agreed = []
     for description in described:
         ranked = list(description.ranked)
-        likely = [s for s in ranked if not chance_level(s)] or ranked
+        likely, rest = [s for s in ranked if not chance_level(s)], [s for s in ranked if chance_level(s)]
+        if not likely:  # nothing better than chance: agreement among them all
+            likely, rest = rest, []
         scores = np.array([s.score for s in likely])
         weights = np.exp((scores - scores.max()) / temperature)
         matrix = np.array([vectors[s.candidate.text] for s in likely], dtype=np.float64)
         agreement = matrix @ (matrix.T @ (weights / weights.sum()))
         order = np.argsort(-agreement, kind="stable")
         best = [replace(likely[i], agreement=float(agreement[i])) for i in order]
-        rest = [s for s in ranked if chance_level(s)] if len(likely) < len(ranked) else []
         agreed.append(UnitDescription(description.unit_id, (*best, *rest)))
     return agreed
 
