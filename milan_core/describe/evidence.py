@@ -5,7 +5,7 @@ regions, that the region shows that WordNet synset (a class or any class under i
 people name things — a hidden unit's regions at the basic level ("dog"), a logit by its class
 (``wordnet.Hierarchy``); of an
 attribute phrase, its value from ``attributes.phrase_table``. Values of different kinds are not
-on one scale (a coarse layer's masks all cover "large areas"; an eye's class probability is
+on one scale (a coarse layer's masks all cover much of the image; an eye's class probability is
 rarely near 1), so ``p(d | E)`` is each value's excess over random units of the same layer
 (``significance.against_chance``), measured by the same code on random exemplar regions, and
 every candidate carries its permutation p-value. Units of layers without spatial maps are

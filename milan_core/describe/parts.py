@@ -3,7 +3,9 @@ animal heads and faces from the eye's own class-activation maps.
 
 *Detected parts* are scored Network Dissection style: a unit's exemplar masks (upsampled maps above
 its threshold) against the detector's masks on the same views, intersections and areas summed
-over all of the unit's exemplars, so IoU = ΣI / (Σ|unit| + Σ|concept| - ΣI).
+over all of the unit's exemplars, so IoU = ΣI / (Σ|unit| + Σ|concept| - ΣI). An IoU of at least
+``MIN_IOU`` proposes the concept, valued by the share of the unit's exemplars that show it in
+their region (``detected_values``).
 
 *Animal heads* have no offline detector, so they come from geometry against the eye: an ImageNet
 classifier's class-activation map (CAM) for an animal class peaks on the animal's head and face

@@ -1,7 +1,7 @@
 """What chance gives: random units (a layer's exemplar masks on other images), each unit measured against them.
 
 A description's evidence means something only against what the layer's masks would show
-anyway: in a deep layer whose maps are coarse every unit covers "large areas", and on photos of
+anyway: in a deep layer whose maps are coarse every unit's masks cover much of the image, and on photos of
 dogs any region may well be a dog. ``null_units`` draws, per layer, units whose k exemplars are
 masks of that layer laid on other exemplar images of the layer (each mask with its own unit's
 threshold, so its shape and weight are the ones it had); a describer measures them exactly as it
@@ -36,8 +36,8 @@ def null_units(units: Sequence[UnitView], per_layer: int = NULL_UNITS, seed: int
 
     Pairing masks with other images is the permutation that breaks the one link a unit claims —
     between where it fires and what is there — and keeps everything else as the layer has it: the
-    masks' sizes and positions (so "large areas" or "the top of the image" are only as likely as
-    the layer makes them) and the kind of photo the layer's units pick. Keeping each region on its
+    masks' sizes and positions (so "the top of the image" is only as likely as the layer makes
+    it) and the kind of photo the layer's units pick. Keeping each region on its
     own image instead would measure the layer's *other units* as chance: in a deep layer where
     most units fire on animal heads, a head unit would look like chance. Maps and activations are
     shifted by their own unit's threshold and the random unit's threshold is 0, so each mask keeps
