@@ -133,7 +133,7 @@ def merge_states(states: list[DissectionState]) -> DissectionState:
 
 
 #: Said when joining a cluster fails without a token: ``ray start`` turns Ray's token authentication
-#: on, and a driver without the token is refused with nothing but "failed to connect".
+#: on when the head has a token, and ``ray.init`` then raises only "failed to connect".
 TOKEN_HINT = ("; if the cluster uses Ray's token authentication (`ray start` turns it on), set RAY_AUTH_MODE=token "
               "and give the cluster's token in RAY_AUTH_TOKEN or ~/.ray/auth_token")
 
