@@ -1,5 +1,5 @@
-// Browser-side navigation for the catalog app, run once per tab in the app's own window (a
-// same-origin component frame adds it as a <script> there; see catalog_app/navigation.py).
+// Browser-side navigation for the catalog app, run once per tab in the app's own window (st.html
+// runs it there; see catalog_app/navigation.py).
 (function () {
   const app = window;
   if (app.__milanNavigation) return;
