@@ -322,6 +322,22 @@ def part_candidates(units: Sequence[UnitView], null: Sequence[UnitView], views: 
     return found
 
 
+def part_entailments() -> dict[str, frozenset[str]]:
+    """The object names each animal-part phrase entails: "dog faces" are a dog's, so also a
+    canine's, a mammal's and an animal's: every WordNet synset of the eye's hierarchy whose ImageNet
+    classes include all of the group's. Not "terrier" (some dogs are not) nor "bird". ``select``'s
+    ``prefer_specific`` reads it: of two true descriptions the one that entails the other says more."""
+    hierarchy = imagenet_hierarchy()
+    named = hierarchy.lift > 0  # (1000, S): class c is named by synset s
+    entailed: dict[str, frozenset[str]] = {}
+    for group, adjective, plural in ANIMAL_GROUPS:
+        covers = named[named[:, hierarchy.synsets.index(group)]].all(0)  # synsets naming every class of the group
+        names = frozenset(hierarchy.texts[s] for s in covers.nonzero()[:, 0].tolist())
+        for text in head_texts(adjective, plural, False) + head_texts(adjective, plural, True):
+            entailed[text] = entailed.get(text, frozenset()) | names
+    return entailed
+
+
 def part_texts() -> list[str]:
     """Every text ``part_candidates`` can propose (for the describer's ``known_texts``)."""
     texts = [t for concept in CONCEPTS for t in WORDINGS.get(concept, (concept,))]
