@@ -329,8 +329,9 @@ def part_entailments() -> dict[str, frozenset[str]]:
     ``base.prefer_specific`` reads it: of two true descriptions the one that entails the other says
     more. Only for the animals people speak of faces of (``HAVE_FACES``): on a bird, an insect or
     a fish the eye's CAM peaks on the whole small animal, so its "head" is no more specific than
-    its name (the Lite0 units annotated as bird and insect bodies have the largest shares of their
-    masks on those heads, 0.46 and 0.61, of all 20 annotated units of blocks.5)."""
+    its name (the two Lite0 units annotated as bodies of birds and of small animals — insects,
+    spiders, birds — have the largest shares of their masks on those heads, 0.46 and 0.61, of
+    all 20 annotated units of blocks.5)."""
     hierarchy = imagenet_hierarchy()
     named = hierarchy.lift > 0  # (1000, S): class c is named by synset s
     entailed: dict[str, frozenset[str]] = {}
