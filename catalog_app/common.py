@@ -33,8 +33,10 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, NamedTuple
+from urllib.parse import urlencode
 
 import streamlit as st
 
@@ -216,6 +218,20 @@ def unit_link(run_id: str, key: str, label: str | None = None, bold: bool = Fals
         query_params={"run": run_id, "unit": key},
         icon=":material/open_in_new:",
     )
+
+
+def image_href(run_id: str, image_id: int) -> str:
+    """The address of a probe image's page relative to any page of the app (``image?run=...&image=ID``),
+    for links written in markdown."""
+    return "image?" + urlencode({"run": run_id, "image": str(int(image_id))})
+
+
+def image_links(run_id: str, exemplars: Iterable[tuple[int, int]]) -> None:
+    """One line of links to the image pages of a card's exemplars, given as (rank, image id):
+    one element however many exemplars (a page of 24 cards drew 7 elements a card for them, and
+    the browser's drawing time grew with the page's elements). ``navigation.js`` opens them inside
+    the app, as a page link does, and a click on the strip above follows the one under it."""
+    st.markdown(" · ".join(f"[#{rank + 1}]({image_href(run_id, image_id)})" for rank, image_id in exemplars))
 
 
 def image_link(run_id: str, image_id: int, label: str, where: Any = st) -> None:

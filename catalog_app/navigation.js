@@ -70,6 +70,17 @@
     links[Math.max(0, index)].click();
   });
 
+  // An image page's link written in markdown (a card's "#1 · #2 · #3") opens inside the app, as a
+  // page link does, instead of in a new tab: the address is pushed (one history entry) and Streamlit
+  // follows it as it follows Back and Forward. A click with a modifier key keeps the browser's way.
+  app.document.addEventListener("click", (event) => {
+    const link = event.target.closest && event.target.closest('[data-testid="stMarkdownContainer"] a[href^="image?"]');
+    if (!link || event.button !== 0 || event.ctrlKey || event.metaKey || event.shiftKey || event.altKey) return;
+    event.preventDefault();
+    history.pushState(null, "", link.href);
+    app.dispatchEvent(new PopStateEvent("popstate"));
+  });
+
   // Keyboard: "/" jumps to the search box; j / k open the next / previous unit on a unit page.
   app.document.addEventListener("keydown", (event) => {
     const target = event.target;

@@ -17,7 +17,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from catalog_app.common import CatalogKey, catalog_key, image_link, unit_link
+from catalog_app.common import CatalogKey, catalog_key, image_links, unit_link
 from catalog_app.render import LEGEND, STYLES, draw_exemplars, jpeg, strip
 from catalog_app.text import markdown_text
 from milan_core.catalog import Catalog
@@ -190,9 +190,8 @@ def unit_card(
         if lines:
             st.caption("  \n".join(lines))
         place = st.empty()
-        if not exemplars.empty:  # one link per exemplar of the strip, under it; a click on it follows its link
-            for column, shown in zip(st.columns(len(exemplars)), exemplars.itertuples()):
-                image_link(row.run_id, shown.image_id, f"#{shown.rank + 1}", column)
+        if not exemplars.empty:  # the strip's exemplars' image pages; a click on the strip follows one
+            image_links(row.run_id, zip(exemplars["rank"].tolist(), exemplars.image_id.tolist()))
         widget_key = f"pick_{row.unit_id}"
         st.checkbox(
             "select (compare, export)",

@@ -132,6 +132,12 @@ def merge_states(states: list[DissectionState]) -> DissectionState:
     return merged
 
 
+#: Said when joining a cluster fails without a token: ``ray start`` turns Ray's token authentication
+#: on when the head has a token, and ``ray.init`` then raises only "failed to connect".
+TOKEN_HINT = ("; if the cluster uses Ray's token authentication (`ray start` turns it on), set RAY_AUTH_MODE=token "
+              "and give the cluster's token in RAY_AUTH_TOKEN or ~/.ray/auth_token")
+
+
 def task_cpus(address: str | None, shards: int) -> int:
     """CPUs (and torch threads) a shard's task holds: on a local Ray, the machine's cores shared
     among the shards (one shard runs with the threads the one-process job has); on a cluster,
@@ -155,7 +161,8 @@ def ray_cluster(address: str | None, shards: int) -> Iterator[None]:
     try:
         ray.init(address=address, **options)
     except (ConnectionError, RuntimeError, ValueError) as error:
-        raise UserError(f"cannot join the Ray cluster at {address}: {str(error).splitlines()[0]}") from error
+        raise UserError(f"cannot join the Ray cluster at {address}: {str(error).splitlines()[0]}"
+                        f"{TOKEN_HINT if os.environ.get('RAY_AUTH_MODE') != 'token' else ''}") from error
     try:
         yield
     finally:

@@ -5,9 +5,12 @@ keeps dying, and resuming after it."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -132,6 +135,41 @@ def test_the_command_starts_its_own_ray_and_stops_it(
     assert "read 36 images" in done.stdout and "36/36" in done.stderr
     assert_same_catalog(small_catalog, out)
     assert ray_processes() <= before
+
+
+def test_the_command_joins_a_running_cluster_with_its_token_and_leaves_it_running(
+    small_catalog: Path, small_config: DissectConfig, tmp_path: Path
+) -> None:
+    """A cluster with Ray's token authentication (a token made, then ``ray start --head``, which turns
+    it on when a token exists), then the command with ``--ray-address`` and the token: the one-process
+    catalog, and the cluster still up after."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    home = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))  # short: Ray's socket paths live under it
+    env = {**os.environ, "HOME": str(home), "PYTHONPATH": str(ROOT)}  # the head writes its token under HOME
+    before = ray_processes()
+    token = [sys.executable, "-m", "ray.scripts.scripts", "get-auth-token", "--generate"]  # as a cluster's admin does
+    subprocess.run(token, env=env, capture_output=True, timeout=120, check=True)
+    head = [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", f"--port={port}", "--num-cpus=2",
+            "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={home / 'r'}"]
+    started = subprocess.run(head, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert started.returncode == 0, started.stderr
+    try:
+        assert "Token authentication is enabled" in started.stderr
+        out = tmp_path / "joined.duckdb"
+        command = [sys.executable, "-m", "milan_core", "dissect", "--images", small_config.images,
+                   "--layers", ",".join(small_config.layers), "--k", "5", "--batch-size", "8", "--workers", "0",
+                   "--shards", "2", "--ray-address", f"127.0.0.1:{port}", "--out", str(out)]
+        done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600, check=False,
+                              env={**env, "RAY_AUTH_MODE": "token"})
+        assert done.returncode == 0, done.stderr
+        assert_same_catalog(small_catalog, out)
+        assert ray_processes() - before  # the command did not stop the cluster it joined
+    finally:
+        subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "stop", "--force"], env=env,
+                       capture_output=True, timeout=120, check=False)
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def test_ray_address_without_shards_is_a_one_line_error(tmp_path: Path, capsys) -> None:

@@ -35,7 +35,12 @@ def run_app(
 
 def card_descriptions(app: AppTest) -> list[str]:
     """The descriptions on the result cards, in order (the card's first plain markdown line)."""
-    return [m.value for m in app.main.markdown if not m.value.startswith(("**", "_"))]
+    return [m.value for m in app.main.markdown if not m.value.startswith(("**", "_", "[#"))]
+
+
+def exemplar_links(app: AppTest) -> list[str]:
+    """Each card's line of links to its exemplars' image pages, in card order."""
+    return [m.value for m in app.main.markdown if m.value.startswith("[#")]
 
 
 def matching(app: AppTest) -> str:
@@ -52,6 +57,11 @@ def test_searching_face_shows_the_face_units_first_with_pictures(
     assert card_descriptions(app)[:2] == ["human faces", "spotted dog faces"]
     assert matching(app).startswith("2 matching units")
     assert len(app.main.get("image")) == 2
+    with Catalog(described_catalog) as catalog:
+        run = catalog.run().run_id
+        first = catalog.exemplars(catalog.unit_id(run, "blocks.6:17"), decode=False).image_id.tolist()[:3]
+    expected = " · ".join(f"[#{i + 1}](image?run={run}&image={image})" for i, image in enumerate(first))
+    assert exemplar_links(app)[0] == expected
 
 
 def test_query_parameters_restore_a_search_and_filters_narrow_it(

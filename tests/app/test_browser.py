@@ -340,12 +340,19 @@ def test_a_click_on_an_exemplar_opens_its_image_and_back_returns(
     strip = page.locator('[data-testid="stImage"] img').first
     strip.wait_for()
     box = strip.bounding_box()
+    page.evaluate("window.__sameDocument = true")  # gone if a click reloads the page instead of navigating in it
     strip.click(position={"x": box["width"] * 5 / 6, "y": box["height"] / 2})  # the strip's third picture
     page.get_by_text("hold it among their top exemplars", exact=False).wait_for()
     assert "/image?" in page.url and f"image={images[2]}" in page.url  # the first card's third exemplar
     page.go_back()
     page.get_by_text("2 matching units").wait_for()
     assert "q=face" in page.url
+    page.get_by_role("link", name="#2", exact=True).first.click()  # the link under the strip's second picture
+    page.get_by_text("hold it among their top exemplars", exact=False).wait_for()
+    assert f"image={images[1]}" in page.url and len(page.context.pages) == 1  # here, not in a new tab
+    assert page.evaluate("window.__sameDocument === true")
+    page.go_back()
+    page.get_by_text("2 matching units").wait_for()
 
     page.get_by_role("link", name="blocks.6:17").first.click()  # a unit page's exemplar, the same way
     page.get_by_text("“human faces”").wait_for()
