@@ -174,6 +174,7 @@ def test_an_animal_part_entails_its_animal_and_every_name_above_it_in_wordnet_bu
     # a bird's or an insect's "head" is the whole small animal to the eye's CAM: no more specific
     assert "heads of birds" not in entailed and "heads of insects" not in entailed
     assert "human faces" not in entailed  # detected parts name no eye class
+    assert EvidenceDescriber().entailments() == entailed  # what describe_run hands prefer_specific
 
 
 def test_a_detector_that_cannot_load_is_one_sentence_naming_its_package(monkeypatch: pytest.MonkeyPatch) -> None:
