@@ -180,7 +180,9 @@ class Describer(Protocol):
     """Proposes candidates for every unit of a run; ``select`` chooses among them.
 
     A describer whose texts come from a fixed vocabulary may also have ``known_texts() -> list[str]``:
-    their search vectors are then made together, once, and cached between runs.
+    their search vectors are then made together, once, and cached between runs. One whose texts
+    entail others ("dog faces" entails "dog") may have ``entailments() -> dict[str, frozenset[str]]``
+    (each text's entailed texts), which ``prefer_specific`` reads.
     """
 
     name: str
@@ -302,6 +304,27 @@ def agree(described: Sequence[UnitDescription], vectors: Mapping[str, Sequence[f
         best = [replace(likely[i], agreement=float(agreement[i])) for i in order]
         agreed.append(UnitDescription(description.unit_id, (*best, *rest)))
     return agreed
+
+
+def prefer_specific(described: Sequence[UnitDescription],
+                    entailed: Mapping[str, frozenset[str]]) -> list[UnitDescription]:
+    """MILAN's specificity where the describer knows which descriptions entail which: a unit whose
+    winner is entailed by another of its candidates better than chance ("dog faces" entails "dog")
+    takes the best ranked of those instead. Both are true of the unit by their own evidence, and
+    the one that entails the other says more; ``agree`` alone tends to the general one, which is
+    close in meaning to all of its parts ("dog" to "dog faces", "heads of dogs", "canine").
+
+    On our four annotated sets (Lite0 60 + 25, Lite1 40, Lite2 40) it moves 2 of the 165 units,
+    "dog" to "dog faces", by +0.28 and +0.14 (README).
+    """
+    preferred = []
+    for description in described:
+        winner = description.chosen
+        rank = None if chance_level(winner) else next(
+            (r for r, s in enumerate(description.ranked[1:], start=1)
+             if not chance_level(s) and winner.candidate.text in entailed.get(s.candidate.text, ())), None)
+        preferred.append(description if rank is None else description.choosing(rank))
+    return preferred
 
 
 def chance_level(scored: Scored) -> bool:

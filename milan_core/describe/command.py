@@ -22,6 +22,7 @@ from milan_core.describe.base import (
     agree,
     layer_priors,
     layer_shares,
+    prefer_specific,
     select,
     spread_layer_shares,
 )
@@ -57,7 +58,8 @@ def describe_run(catalog_path: Path, run_id: str | None, describer: str | None,
     kinds = getattr(chosen, "kind_prior", None)
     described = select([u.unit_id for u in run.units], proposals, priors, lam, kinds)
     vectors = candidate_vectors(described, getattr(chosen, "known_texts", list)())
-    described = spread_layer_shares(agree(described, vectors), layers)
+    described = prefer_specific(agree(described, vectors), getattr(chosen, "entailments", dict)())
+    described = spread_layer_shares(described, layers)
     descriptions, candidates = description_tables(described, chosen.name, vectors)
     seconds = time.perf_counter() - started
     write_descriptions(catalog_path, run.run_id, chosen.name, descriptions, candidates)

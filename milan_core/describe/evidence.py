@@ -30,7 +30,7 @@ import torch
 from milan_core.describe.attributes import PhraseTable, measure, phrase_table, phrases
 from milan_core.describe.base import NO_EVIDENCE_TEXT, Candidate, RunView, UnitView, evidence_prior
 from milan_core.describe.eye import choose_eye, load_eye, region_class_probabilities, see
-from milan_core.describe.parts import detect_parts, part_candidates, part_texts
+from milan_core.describe.parts import detect_parts, part_candidates, part_entailments, part_texts
 from milan_core.describe.segmentation import FIRST_STUFF_ID, concept_iou, concept_word, read_classes
 from milan_core.describe.significance import Chance, against_chance, null_units
 from milan_core.describe.wordnet import imagenet_hierarchy
@@ -124,6 +124,11 @@ class EvidenceDescriber:
 
     def log_prior(self, proposals: Sequence[Sequence[Candidate]]) -> dict[str, float]:
         return evidence_prior(proposals)
+
+    def entailments(self) -> dict[str, frozenset[str]]:
+        """The object names each part phrase entails ("dog faces": "dog", "canine", "animal"), for
+        ``prefer_specific``."""
+        return part_entailments()
 
     def known_texts(self) -> list[str]:
         """Every text this describer proposes without labelled masks: WordNet names, phrases and parts."""

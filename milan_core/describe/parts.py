@@ -322,6 +322,27 @@ def part_candidates(units: Sequence[UnitView], null: Sequence[UnitView], views: 
     return found
 
 
+def part_entailments() -> dict[str, frozenset[str]]:
+    """The object names each animal-part phrase entails: "dog faces" are a dog's, so also a
+    canine's, a mammal's and an animal's: every WordNet synset of the eye's hierarchy whose ImageNet
+    classes include all of the group's. Not "terrier" (some dogs are not) nor "bird".
+    ``base.prefer_specific`` reads it: of two true descriptions the one that entails the other says
+    more. Only for the animals people speak of faces of (``HAVE_FACES``): on a bird, an insect or
+    a fish the eye's CAM peaks on the whole small animal, so its "head" is no more specific than
+    its name (the two Lite0 units annotated as bodies of birds and of small animals — insects,
+    spiders, birds — have the largest shares of their masks on those heads, 0.46 and 0.61, of
+    all 20 annotated units of blocks.5)."""
+    hierarchy = imagenet_hierarchy()
+    named = hierarchy.lift > 0  # (1000, S): class c is named by synset s
+    entailed: dict[str, frozenset[str]] = {}
+    for group, adjective, plural in (g for g in ANIMAL_GROUPS if g[1] in HAVE_FACES):
+        covers = named[named[:, hierarchy.synsets.index(group)]].all(0)  # synsets naming every class of the group
+        names = frozenset(hierarchy.texts[s] for s in covers.nonzero()[:, 0].tolist())
+        for text in head_texts(adjective, plural, False) + head_texts(adjective, plural, True):
+            entailed[text] = entailed.get(text, frozenset()) | names
+    return entailed
+
+
 def part_texts() -> list[str]:
     """Every text ``part_candidates`` can propose (for the describer's ``known_texts``)."""
     texts = [t for concept in CONCEPTS for t in WORDINGS.get(concept, (concept,))]

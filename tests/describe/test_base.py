@@ -13,6 +13,7 @@ from milan_core.describe.base import (
     layer_priors,
     layer_shares,
     pmi_score,
+    prefer_specific,
     select,
     spread_layer_shares,
 )
@@ -127,3 +128,22 @@ def test_agreement_takes_the_description_closest_to_the_likely_ones_and_keeps_a_
     assert agreed[1].chosen.candidate.text == "tennis ball"
     values = [s.agreement for s in agreed[0].ranked[:-1]]
     assert values == sorted(values, reverse=True) and agreed[0].chosen.score == pytest.approx(math.log(0.45), abs=0.02)
+
+
+def test_a_likely_part_that_entails_the_winner_wins_and_one_at_chance_or_of_another_animal_does_not() -> None:
+    """Real MiniLM vectors: "dog" is central among a unit's dog candidates, so ``agree`` keeps it;
+    "dog faces" entails "dog" and is better than chance, so it is the more specific true description.
+    Not when the part is no better than chance, nor when it is a bird's (it does not entail "dog")."""
+    entailed = {"dog faces": frozenset({"dog", "canine", "animal"}), "heads of birds": frozenset({"bird", "animal"})}
+    likely = [_c("dog", 0.6, 0.02), _c("canine", 0.3, 0.02), _c("dog faces", 0.35, 0.02), _c("tennis ball", 0.2, 0.02)]
+    at_chance = [_c("dog", 0.6, 0.02), _c("canine", 0.3, 0.02), _c("dog faces", 0.35, 0.3)]
+    other_animal = [_c("dog", 0.6, 0.02), _c("canine", 0.3, 0.02), _c("heads of birds", 0.35, 0.02)]
+    proposals = [likely, at_chance, other_animal]
+    texts = sorted({c.text for unit in proposals for c in unit})
+    agreed = agree(select([1, 2, 3], proposals, {text: 0.0 for text in texts}), _vectors(texts))
+    assert [d.chosen.candidate.text for d in agreed] == ["dog", "dog", "dog"]
+    preferred = prefer_specific(agreed, entailed)
+    assert [d.chosen.candidate.text for d in preferred] == ["dog faces", "dog", "dog"]
+    assert {s.candidate.text for s in preferred[0].ranked} == {"dog", "canine", "dog faces", "tennis ball"}
+    assert preferred[0].ranked[1].candidate.text == "dog"  # the entailed winner is kept, next in rank
+    assert prefer_specific(agreed, {}) == agreed  # a describer without entailments changes nothing

@@ -18,7 +18,7 @@ from milan_core.describe.base import Exemplar, RunView, UnitView
 from milan_core.describe.detectors import CONCEPTS, Detections, detect
 from milan_core.describe.evidence import EvidenceDescriber
 from milan_core.describe.eye import EyeFeatures, load_eye, see
-from milan_core.describe.parts import animal_faces, animal_maps, part_candidates, part_texts
+from milan_core.describe.parts import animal_faces, animal_maps, part_candidates, part_entailments, part_texts
 from milan_core.describe.segmentation import MASK_SIZE
 from milan_core.describe.significance import null_units
 from milan_core.errors import UserError
@@ -162,6 +162,19 @@ def test_part_phrases_are_known_texts_of_the_evidence_describer() -> None:
     known = set(EvidenceDescriber().known_texts())
     assert {"human faces", "eyes", "noses", "mouths", "text", "letters and words", "dog faces", "heads of birds",
             "animal muzzles"} <= known
+
+
+def test_an_animal_part_entails_its_animal_and_every_name_above_it_in_wordnet_but_no_kind_of_it() -> None:
+    entailed = part_entailments()
+    assert set(entailed) <= set(part_texts()) and "dog faces" in entailed
+    assert {"dog", "canine", "carnivore", "mammal", "animal"} <= entailed["dog faces"] == entailed["dog muzzles"]
+    assert not {"terrier", "bird", "cat", "Labrador retriever"} & entailed["dog faces"]
+    assert "dog" not in entailed["animal faces"] and "animal" in entailed["animal faces"]
+    assert {"feline", "carnivore", "animal"} <= entailed["cat faces"] and "dog" not in entailed["cat faces"]
+    # a bird's or an insect's "head" is the whole small animal to the eye's CAM: no more specific
+    assert "heads of birds" not in entailed and "heads of insects" not in entailed
+    assert "human faces" not in entailed  # detected parts name no eye class
+    assert EvidenceDescriber().entailments() == entailed  # what describe_run hands prefer_specific
 
 
 def test_a_detector_that_cannot_load_is_one_sentence_naming_its_package(monkeypatch: pytest.MonkeyPatch) -> None:
