@@ -1,10 +1,10 @@
 """Exemplar pictures: a thumbnail with the unit's region shown (outside dimmed, region outlined).
 
 The region is where the exemplar's stored activation map, upsampled to the picture, exceeds the
-unit's threshold — the rule of ``milan_core.exemplars.mask``, which the describers use, so what a
-person sees is what was described. The upsampling is done here in numpy, with the weights of
-torch's bilinear ``interpolate`` (tested equal to it): the app draws its pictures without
-importing torch, which took seconds on this busy machine and held up the first page. The
+unit's threshold — ``milan_core.exemplars.mask``, the describers' rule, so what a person sees is
+what was described. It upsamples in numpy with the weights of torch's bilinear ``interpolate``
+(tested equal to it): the app draws its pictures without importing torch, which took seconds on
+this busy machine and held up the first page. The
 ``heatmap`` style lays the upsampled map itself over the photo instead (red where the unit fires
 most), for regions too small to read when dimmed. A whole-image unit (a 1x1 map: logits, pooled
 features) has no region to show: its pictures are drawn as they are.
@@ -14,7 +14,6 @@ No Streamlit here, so the drawing tests and caches simply.
 from __future__ import annotations
 
 import io
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +22,7 @@ from PIL import Image
 
 from milan_core.catalog import Catalog
 from milan_core.catalog.browse import exemplar_rows
-from milan_core.exemplars import dequantise
+from milan_core.exemplars import dequantise, mask, upsample
 
 #: Brightness kept outside the region, and the outline's colour (amber reads on photos).
 DIM = 0.3
@@ -36,33 +35,6 @@ LEGEND = {
     "dim": "dimmed = below the unit's threshold (outside its region); amber line = the region's edge",
     "heatmap": "red = where the unit fires, stronger red = higher activation (above its threshold only)",
 }
-
-
-@lru_cache(maxsize=64)
-def bilinear_weights(source: int, target: int) -> np.ndarray:
-    """(target, source) weights of a bilinear resize from ``source`` to ``target`` cells, as torch's
-    ``interpolate(mode="bilinear", align_corners=False)`` computes them (float32, half-pixel centres,
-    coordinates below 0 clamped to 0, the last cell repeated past the edge)."""
-    scale = np.float32(source / target)
-    centres = np.maximum(scale * (np.arange(target, dtype=np.float32) + np.float32(0.5)) - np.float32(0.5), 0)
-    low = centres.astype(np.int64)
-    high = np.minimum(low + 1, source - 1)
-    above = np.where(high > low, centres - low.astype(np.float32), np.float32(0))  # past the edge: the last cell
-    weights = np.zeros((target, source), np.float32)
-    np.add.at(weights, (np.arange(target), low), np.float32(1) - above)
-    np.add.at(weights, (np.arange(target), high), above)
-    return weights
-
-
-def upsample(amap: np.ndarray, size: int) -> np.ndarray:
-    """An (H, W) map bilinearly resized to (size, size): ``milan_core.exemplars.upsample`` in numpy."""
-    amap = np.asarray(amap, np.float32)
-    return bilinear_weights(amap.shape[0], size) @ amap @ bilinear_weights(amap.shape[1], size).T
-
-
-def region_mask(amap: np.ndarray, threshold: float, size: int) -> np.ndarray:
-    """The exemplar's region at ``size`` x ``size``: where the upsampled map exceeds the threshold."""
-    return upsample(amap, size) > threshold
 
 
 def outline(region: np.ndarray) -> np.ndarray:
@@ -98,7 +70,7 @@ def highlight(
     pixels = np.asarray(picture)
     if style == "heatmap":
         return Image.fromarray(heatmap(pixels, amap, threshold))
-    region = region_mask(amap, threshold, pixels.shape[0])
+    region = mask(amap, threshold, pixels.shape[0])
     shown = np.where(region[..., None], pixels, (pixels * dim).astype(np.uint8))
     if outlined:
         shown[outline(region)] = OUTLINE

@@ -12,6 +12,7 @@ torch is imported by the functions that use it, not here: the catalog browser de
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -55,15 +56,30 @@ def dequantise_many(codes: np.ndarray, lows: np.ndarray, highs: np.ndarray, heig
     return decoded.reshape(len(codes), height, width)
 
 
-def upsample(amap: np.ndarray | torch.Tensor, size: int) -> torch.Tensor:
-    """An (H, W) map bilinearly resized to (size, size), as Network Dissection does."""
-    import torch
-    import torch.nn.functional as F
+@lru_cache(maxsize=64)
+def bilinear_weights(source: int, target: int) -> np.ndarray:
+    """(target, source) weights of a bilinear resize from ``source`` to ``target`` cells, as torch's
+    ``interpolate(mode="bilinear", align_corners=False)`` computes them (float32, half-pixel centres,
+    coordinates below 0 clamped to 0, the last cell repeated past the edge): the describers' batched
+    masks (``describe.regions``) use that function, and this one draws the same regions without torch."""
+    scale = np.float32(source / target)
+    centres = np.maximum(scale * (np.arange(target, dtype=np.float32) + np.float32(0.5)) - np.float32(0.5), 0)
+    low = centres.astype(np.int64)
+    high = np.minimum(low + 1, source - 1)
+    above = np.where(high > low, centres - low.astype(np.float32), np.float32(0))  # past the edge: the last cell
+    weights = np.zeros((target, source), np.float32)
+    np.add.at(weights, (np.arange(target), low), np.float32(1) - above)
+    np.add.at(weights, (np.arange(target), high), above)
+    return weights
 
-    tensor = torch.as_tensor(np.asarray(amap, dtype=np.float32))[None, None]
-    return F.interpolate(tensor, size=(size, size), mode="bilinear", align_corners=False)[0, 0]
+
+def upsample(amap: np.ndarray | torch.Tensor, size: int) -> np.ndarray:
+    """An (H, W) map bilinearly resized to (size, size), as Network Dissection does (in numpy: the
+    app draws regions before torch is loaded)."""
+    amap = np.asarray(amap, np.float32)
+    return bilinear_weights(amap.shape[0], size) @ amap @ bilinear_weights(amap.shape[1], size).T
 
 
 def mask(amap: np.ndarray | torch.Tensor, threshold: float, size: int) -> np.ndarray:
     """The exemplar's region at ``size`` x ``size``: where the upsampled map exceeds the threshold."""
-    return (upsample(amap, size) > threshold).numpy()
+    return upsample(amap, size) > threshold

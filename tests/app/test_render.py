@@ -6,8 +6,6 @@ import io
 from pathlib import Path
 
 import numpy as np
-import pytest
-import torch
 from PIL import Image
 
 from catalog_app.render import (
@@ -17,11 +15,8 @@ from catalog_app.render import (
     highlight,
     highlighted_exemplars,
     outline,
-    region_mask,
     strip,
-    upsample,
 )
-from milan_core import exemplars
 from milan_core.catalog import Catalog
 from milan_core.exemplars import mask
 
@@ -32,27 +27,6 @@ def test_outline_is_the_regions_rim() -> None:
     rim = outline(region)
     assert rim[1, 1:5].all() and rim[4, 1:5].all() and rim[1:5, 1].all() and rim[1:5, 4].all()
     assert not rim[2:4, 2:4].any() and not (rim & ~region).any()
-
-
-@pytest.mark.parametrize(
-    ("height", "width", "size"), [(7, 7, 168), (28, 28, 224), (14, 14, 112), (3, 5, 64), (1, 1, 9)]
-)
-def test_the_apps_numpy_upsampling_is_torchs(height: int, width: int, size: int) -> None:
-    """The app draws regions without torch: its upsampling must be exemplars.upsample's, so that
-    the region a person sees is the one the describers measured."""
-    generator = torch.Generator().manual_seed(height * 100 + width)
-    amap = torch.randn(height, width, generator=generator).numpy() * 3
-    expected = exemplars.upsample(amap, size).numpy()
-    if height != width:  # torch's resize to a square of a non-square map
-        expected = torch.nn.functional.interpolate(
-            torch.as_tensor(amap)[None, None], size=(size, size), mode="bilinear", align_corners=False
-        )[0, 0].numpy()
-    assert upsample(amap, size).shape == (size, size)
-    assert np.abs(upsample(amap, size) - expected).max() < 1e-5
-    for threshold in np.quantile(expected, [0.3, 0.7, 0.95]) + 1e-3:  # (a 1x1 map is one value)
-        decided = np.abs(expected - threshold) > 1e-5  # not a tie that float rounding breaks either way
-        same = region_mask(amap, float(threshold), size) == mask(amap, float(threshold), size)
-        assert same[decided].all() and decided.mean() > 0.9
 
 
 def test_highlight_dims_the_outside_and_outlines_the_region(described_catalog: Path) -> None:
