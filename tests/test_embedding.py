@@ -3,6 +3,8 @@ the vector cache must give back exactly the model's vectors."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +13,8 @@ import torch
 
 from milan_core import embedding
 from milan_core.embedding import EMBEDDING_DIM, cached_embed, embed, vector_cache_path
+
+ROOT = Path(__file__).resolve().parents[1]
 
 TEXTS = ["face", "human heads", "portraits", "car wheels", "white and black stripes", "green grass", "unclear"]
 
@@ -65,3 +69,26 @@ def test_a_miss_also_caches_the_describers_vocabulary(tmp_path: Path, monkeypatc
     assert asked == [TEXTS[:2] + TEXTS[2:]]
     cached_embed(TEXTS[3:5], tmp_path, also=vocabulary)  # every text known: no model
     assert len(asked) == 1
+
+
+def test_two_threads_loading_the_model_at_once_both_get_vectors() -> None:
+    """The app loads MiniLM in a background thread while a page may embed a query: the two first
+    calls must not import transformers at the same time (a half-imported module raised ImportError)."""
+    code = (
+        "import threading, sys\n"
+        "from milan_core.embedding import embed\n"
+        "out, errors = {}, []\n"
+        "def run(text):\n"
+        "    try:\n"
+        "        out[text] = embed([text]).shape\n"
+        "    except Exception as error:\n"
+        "        errors.append(repr(error))\n"
+        "threads = [threading.Thread(target=run, args=(t,)) for t in ('dog faces', 'stripes', 'text')]\n"
+        "[t.start() for t in threads]; [t.join() for t in threads]\n"
+        "print(sorted(out.values()), errors)\n"
+        "sys.exit(1 if errors else 0)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.strip() == "[(1, 384), (1, 384), (1, 384)] []"
