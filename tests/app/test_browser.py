@@ -138,7 +138,7 @@ def wait_for_meaning(page: sync_api.Page) -> None:
 def wait_until_drawn(page: sync_api.Page) -> None:
     """Wait until the page's run has drawn its last element (the sidebar's list of keys, after the
     navigation script) and nothing is stale: keys pressed while the run's last elements still
-    arrive were lost in 2 of 3 runs of the whole file (the search box lost its focus to the body)."""
+    arrive were lost in 3 of 5 runs of the whole file (the search box lost its focus to the body)."""
     page.get_by_text("Keys: / search box", exact=False).wait_for()
     page.wait_for_function("() => !document.querySelector('[data-stale=true]')")
 
