@@ -220,10 +220,15 @@ def unit_link(run_id: str, key: str, label: str | None = None, bold: bool = Fals
     )
 
 
+def image_query(run_id: str, image_id: int) -> dict[str, str]:
+    """The query of a probe image's page: the run and the image, as every link to it writes them."""
+    return {"run": run_id, "image": str(int(image_id))}
+
+
 def image_href(run_id: str, image_id: int) -> str:
     """The address of a probe image's page relative to any page of the app (``image?run=...&image=ID``),
     for links written in markdown."""
-    return "image?" + urlencode({"run": run_id, "image": str(int(image_id))})
+    return "image?" + urlencode(image_query(run_id, image_id))
 
 
 def image_links(run_id: str, exemplars: Iterable[tuple[int, int]]) -> None:
@@ -240,6 +245,6 @@ def image_link(run_id: str, image_id: int, label: str, where: Any = st) -> None:
     where.page_link(
         IMAGE_PAGE,
         label=markdown_text(label),
-        query_params={"run": run_id, "image": str(int(image_id))},
+        query_params=image_query(run_id, image_id),
         icon=":material/image_search:",
     )

@@ -4,10 +4,10 @@ The region is where the exemplar's stored activation map, upsampled to the pictu
 unit's threshold — ``milan_core.exemplars.mask``, the describers' rule, so what a person sees is
 what was described. It upsamples in numpy with the weights of torch's bilinear ``interpolate``
 (tested equal to it): the app draws its pictures without importing torch, which took seconds on
-this busy machine and held up the first page. The
-``heatmap`` style lays the upsampled map itself over the photo instead (red where the unit fires
-most), for regions too small to read when dimmed. A whole-image unit (a 1x1 map: logits, pooled
-features) has no region to show: its pictures are drawn as they are.
+this busy machine and held up the first page. The ``heatmap`` style lays the upsampled map itself
+over the photo instead (red where the unit fires most), for regions too small to read when
+dimmed. A whole-image unit (a 1x1 map: logits, pooled features) has no region to show: its
+pictures are drawn as they are.
 No Streamlit here, so the drawing tests and caches simply.
 """
 
