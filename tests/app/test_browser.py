@@ -138,7 +138,8 @@ def wait_for_meaning(page: sync_api.Page) -> None:
 def wait_until_drawn(page: sync_api.Page) -> None:
     """Wait until the page's run has drawn its last element (the sidebar's list of keys, after the
     navigation script) and nothing is stale: keys pressed while the run's last elements still
-    arrive were lost in 3 of 5 runs of the whole file (the search box lost its focus to the body)."""
+    arrive were lost in 3 of 5 runs of the whole file (the search box lost its focus to the body),
+    and a click on the first strip then opened another card's exemplar once in a clean clone."""
     page.get_by_text("Keys: / search box", exact=False).wait_for()
     page.wait_for_function("() => !document.querySelector('[data-stale=true]')")
 
@@ -347,6 +348,7 @@ def test_a_click_on_an_exemplar_opens_its_image_and_back_returns(
     page.goto(f"{app_url}/?q=face")
     page.get_by_text("2 matching units").wait_for()
     wait_for_meaning(page)
+    wait_until_drawn(page)
     strip = page.locator('[data-testid="stImage"] img').first
     strip.wait_for()
     box = strip.bounding_box()
@@ -367,6 +369,7 @@ def test_a_click_on_an_exemplar_opens_its_image_and_back_returns(
     page.get_by_role("link", name="blocks.6:17").first.click()  # a unit page's exemplar, the same way
     page.get_by_text("“human faces”").wait_for()
     wait_for_pictures(page, 5)
+    wait_until_drawn(page)
     page.locator('[data-testid="stImage"] img').first.click()
     page.get_by_text("hold it among their top exemplars", exact=False).wait_for()
     assert f"image={images[0]}" in page.url
